@@ -1,0 +1,57 @@
+"""invgen: debias generative image models without bias labels.
+
+Public API (everything else may change):
+- `InvariantGuidance`: attach a trained InvDiff adapter to any diffusers pipeline with a `unet`.
+- `load_pipeline`, `PixelTextToImagePipeline`: models.
+- `read_imagefolder`, `write_imagefolder`, `make_colored_digits`: image sets.
+- `bias_report`: bias metrics on a generated set.
+"""
+
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+# Lazy imports keep `import invgen` (and the CLI's start-up) fast: torch and diffusers load on first use.
+_EXPORTS = {
+    "InvariantGuidance": "invgen.invdiff.guidance",
+    "AdapterConfig": "invgen.invdiff.adapter",
+    "GrouperConfig": "invgen.invdiff.grouper",
+    "group_robust_loss": "invgen.invdiff.objective",
+    "load_pipeline": "invgen.models.loading",
+    "save_pipeline": "invgen.models.loading",
+    "build_clip_tokenizer": "invgen.models.tokenizer",
+    "PixelTextToImagePipeline": "invgen.pipelines.pixel_t2i",
+    "build_pixel_pipeline": "invgen.pipelines.pixel_t2i",
+    "read_imagefolder": "invgen.data.imagefolder",
+    "write_imagefolder": "invgen.data.imagefolder",
+    "ImageRecord": "invgen.data.imagefolder",
+    "make_colored_digits": "invgen.data.digits",
+    "bias_report": "invgen.metrics.report",
+    "InvgenError": "invgen.errors",
+    "InvgenDataError": "invgen.errors",
+    "InvgenConfigError": "invgen.errors",
+    "InvgenModelError": "invgen.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'invgen' has no attribute '{name}'")
+
+
+if TYPE_CHECKING:  # pragma: no cover
+    from invgen.data.digits import make_colored_digits  # noqa: F401
+    from invgen.data.imagefolder import ImageRecord, read_imagefolder, write_imagefolder  # noqa: F401
+    from invgen.errors import InvgenConfigError, InvgenDataError, InvgenError, InvgenModelError  # noqa: F401
+    from invgen.invdiff.adapter import AdapterConfig  # noqa: F401
+    from invgen.invdiff.grouper import GrouperConfig  # noqa: F401
+    from invgen.invdiff.guidance import InvariantGuidance  # noqa: F401
+    from invgen.invdiff.objective import group_robust_loss  # noqa: F401
+    from invgen.models.loading import load_pipeline, save_pipeline  # noqa: F401
+    from invgen.models.tokenizer import build_clip_tokenizer  # noqa: F401
+    from invgen.pipelines.pixel_t2i import PixelTextToImagePipeline, build_pixel_pipeline  # noqa: F401

@@ -1,0 +1,180 @@
+"""The max step: infer latent bias groups from a frozen model's own denoising losses.
+
+1. Per-sample losses l_i of the frozen model at fixed timesteps, averaged over several seeded noise
+   draws (so they are reproducible and less noisy). Bias-conflicting samples are those the biased model
+   finds hard; the timestep matters (mid-to-high noise separates best on colored digits).
+2. Soft group weights W (N × G, rows on the simplex) fitted by projected gradient ascent on the spread
+   of the group-mean losses m_g = Σ_i W_ig l_i / Σ_i W_ig, each group weighted by its share
+   n_g / N (n_g = Σ_i W_ig), plus β · mean_g log(n_g / N). The share weighting and the log term keep
+   every group non-empty: the plain std of group means is maximised by one outlier alone in a group.
+   Losses are standardised first so β means the same on every model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from invgen.config import check
+
+
+@dataclass
+class GrouperConfig:
+    source: Literal["inferred", "oracle"] = "inferred"
+    timesteps: list[int] = field(default_factory=lambda: [600])
+    noise_draws: int = 4
+    num_groups: int = 2
+    assignment: Literal["soft", "hard"] = "soft"
+    balance: float = 0.05
+    steps: int = 500
+    learning_rate: float = 0.05
+    seed: int = 0
+    batch_size: int = 256
+    # Metadata attribute holding the true group (oracle source, and agreement reports when present).
+    oracle_attribute: str = "bias_aligned"
+
+    def validate(self, prefix: str = "groups") -> None:
+        check(self.num_groups >= 2, f"{prefix}.num_groups", f"must be at least 2, got {self.num_groups}")
+        check(self.noise_draws > 0, f"{prefix}.noise_draws", "must be positive")
+        check(bool(self.timesteps), f"{prefix}.timesteps", "must list at least one timestep")
+        check(all(0 <= t < 1000 for t in self.timesteps), f"{prefix}.timesteps", "must be in [0, 1000)")
+        check(self.balance >= 0, f"{prefix}.balance", "must be 0 or more")
+        check(self.steps > 0, f"{prefix}.steps", "must be positive")
+
+
+@torch.no_grad()
+def per_sample_losses(
+    unet,
+    scheduler,
+    images: torch.Tensor,
+    embeddings: torch.Tensor,
+    timesteps: list[int],
+    noise_draws: int,
+    seed: int = 0,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    index_offset: int = 0,
+) -> np.ndarray:
+    """Mean denoising loss of each sample over `timesteps` × `noise_draws` seeded noise draws.
+
+    Sample i's noise depends only on (seed, i + index_offset, t, draw), so the result does not depend on
+    batching or on how samples are split across processes.
+    """
+    from invgen.train.diffusion import denoising_loss
+
+    n = len(images)
+    total = torch.zeros(n, dtype=torch.float64)
+    jobs = [(t, k, s) for t in timesteps for k in range(noise_draws) for s in range(0, n, batch_size)]
+    for t, k, start in tqdm(jobs, desc="per-sample losses", disable=not progress, leave=False):
+        idx = torch.arange(start, min(start + batch_size, n))
+        noise = torch.stack([
+            torch.randn(images.shape[1:], generator=_generator(_noise_seed(seed, int(i) + index_offset, t, k)))
+            for i in idx
+        ])
+        x0 = images[idx].to(device)
+        tt = torch.full((len(idx),), t, dtype=torch.long)
+        total[idx] += denoising_loss(unet, scheduler, x0, embeddings[idx].to(device), tt, noise).double().cpu()
+    return (total / (len(timesteps) * noise_draws)).numpy()
+
+
+def _generator(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _noise_seed(seed: int, i: int, t: int, k: int) -> int:
+    return ((seed * 1_000_003 + i) * 1_009 + t) * 31 + k
+
+
+def project_simplex(w: torch.Tensor) -> torch.Tensor:
+    """Euclidean projection of each row onto the probability simplex (Duchi et al., 2008)."""
+    u, _ = torch.sort(w, dim=1, descending=True)
+    css = u.cumsum(1) - 1
+    k = torch.arange(1, w.shape[1] + 1, device=w.device, dtype=w.dtype)
+    cond = u - css / k > 0
+    rho = cond.to(w.dtype).cumsum(1).argmax(1, keepdim=True)
+    theta = css.gather(1, rho) / (rho + 1).to(w.dtype)
+    return (w - theta).clamp_min(0)
+
+
+def spread_objective(w: torch.Tensor, z: torch.Tensor, balance: float) -> torch.Tensor:
+    """Size-weighted std of the group-mean losses, plus β · mean_g log(share_g).
+
+    Weighting each group's deviation by its share is what keeps groups non-empty: a group of one
+    outlier has a large mean but almost no weight, so the optimum is the natural break between easy and
+    hard samples (Otsu's criterion) rather than a singleton. The log term adds a tunable push towards
+    larger groups.
+    """
+    mass = w.sum(0)
+    share = mass / len(z)
+    means = (w * z[:, None]).sum(0) / mass.clamp_min(1e-8)
+    center = (share * means).sum()
+    spread = (share * (means - center) ** 2).sum().clamp_min(1e-12).sqrt()
+    return spread + balance * torch.log(share.clamp_min(1e-12)).mean()
+
+
+def fit_group_weights(
+    losses: np.ndarray,
+    num_groups: int = 2,
+    balance: float = 0.05,
+    steps: int = 500,
+    learning_rate: float = 0.05,
+    seed: int = 0,
+) -> np.ndarray:
+    """Soft group weights (N, G), rows on the simplex; group 0 has the lowest mean loss."""
+    raw = torch.as_tensor(losses, dtype=torch.float64)
+    z = (raw - raw.mean()) / raw.std().clamp_min(1e-12)
+    g = torch.Generator().manual_seed(seed)
+    # Start from loss quantiles (a good basin), softened and jittered so no group starts empty.
+    ranks = torch.argsort(torch.argsort(z)).to(torch.float64) / max(len(z) - 1, 1)
+    centers = (torch.arange(num_groups, dtype=torch.float64) + 0.5) / num_groups
+    w = torch.softmax(-((ranks[:, None] - centers[None, :]) ** 2) / 0.02, dim=1)
+    w = project_simplex(w + 0.01 * torch.rand(w.shape, generator=g, dtype=torch.float64))
+    w.requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=learning_rate)
+    for _ in range(steps):
+        loss = -spread_objective(w, z, balance)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            w.copy_(project_simplex(w))
+    w = w.detach()
+    order = torch.argsort((w * z[:, None]).sum(0) / w.sum(0).clamp_min(1e-8))
+    return w[:, order].numpy()
+
+
+def harden(weights: np.ndarray) -> np.ndarray:
+    hard = np.zeros_like(weights)
+    hard[np.arange(len(weights)), weights.argmax(1)] = 1.0
+    return hard
+
+
+def oracle_weights(groups: np.ndarray, num_groups: int) -> np.ndarray:
+    w = np.zeros((len(groups), num_groups))
+    w[np.arange(len(groups)), groups] = 1.0
+    return w
+
+
+def separation_report(losses: np.ndarray, weights: np.ndarray, true_group: np.ndarray | None) -> dict:
+    """Group sizes and mean losses; with true labels, how well inferred groups match them."""
+    mass = weights.sum(0)
+    report = {
+        "group_sizes": mass.round(3).tolist(),
+        "group_mean_loss": ((weights * losses[:, None]).sum(0) / np.maximum(mass, 1e-12)).tolist(),
+    }
+    if true_group is not None and len(np.unique(true_group)) > 1:
+        from sklearn.metrics import roc_auc_score
+
+        hard = weights.argmax(1)
+        # With two true groups, "hard" is group 1 (bias-conflicting) and the inferred hardest group.
+        conflicting = (true_group == true_group.max()).astype(int)
+        report["loss_auc"] = float(roc_auc_score(conflicting, losses))
+        report["group_auc"] = float(roc_auc_score(conflicting, weights[:, -1]))
+        report["group_agreement"] = float(((hard == weights.shape[1] - 1).astype(int) == conflicting).mean())
+        report["true_group_sizes"] = np.bincount(true_group).tolist()
+    return report

@@ -1,0 +1,48 @@
+"""Bias and quality metrics of generated image sets.
+
+`bias_report(samples_dir, attribute="color", classifier="oracle:color")` is the entry point; the metric
+functions are importable from here too. Names are loaded on first use, so that `invgen --help` (which
+imports `invgen.metrics.cli`) does not pay for torch and matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "invgen.metrics.report": (
+        "bias_report", "compare_reports", "write_report", "write_comparison", "report_markdown",
+        "comparison_markdown", "load_report", "parse_target",
+    ),
+    "invgen.metrics.fairness": (
+        "bias_score", "shen_bias", "fairness_discrepancy", "kl_divergence", "normalized_entropy", "delta_ratio",
+        "fairness_metrics", "fairness_summary", "counts_by_prompt",
+    ),
+    "invgen.metrics.t2i": (
+        "distribution_bias", "jaccard_hallucination", "generative_miss_rate", "t2i_bias", "TokenFilter",
+        "DigitsOracleExtractor", "ClipJudge", "BlipCaptioner",
+    ),
+    "invgen.metrics.quality": (
+        "frechet_distance", "precision_recall", "clip_score", "quality_report", "load_feature_extractor",
+    ),
+    "invgen.metrics.attributes": (
+        "load_classifier", "ColorOracle", "ClipZeroShot", "AttributeCNN", "train_attribute_cnn",
+        "load_open_clip",
+    ),
+}
+_WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,510 @@
+"""The bias report of an image set: attribute fairness per prompt and overall, with optional T2I-bias and
+quality figures; writers for JSON, markdown and PNG; and the side-by-side comparison of several sets.
+
+`bias_report` reads the set once, classifies it in batches and leaves all arithmetic to numpy, so its
+cost is reading the images (and the classifier, when it is a model).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from invgen.atomic import write_json, write_text
+from invgen.errors import InvgenConfigError, InvgenDataError, InvgenError
+from invgen.metrics.fairness import METRICS, counts_by_prompt, fairness_metrics, fairness_summary
+
+REPORT_METRICS = ("bias_score", "fairness_discrepancy", "kl_uniform", "kl_target", "entropy", "delta")
+METRIC_TITLES = {
+    "bias_score": "bias score ↓",
+    "fairness_discrepancy": "FD ↓",
+    "kl_uniform": "KL(p‖u) ↓",
+    "kl_target": "KL(p‖p*) ↓",
+    "entropy": "norm. entropy",
+    "delta": "Δ ↓",
+}
+
+
+# ------------------------------------------------------------------------------------------- inputs
+def parse_target(target: Any, names: Sequence[str]) -> np.ndarray | None:
+    """A target distribution p* from numbers, a mapping value → share, or text ("0.75,0.25",
+    "red=0.75,green=0.25", percentages "75,25"). Shares must sum to 1 (or 100 for percentages)."""
+    if target is None:
+        return None
+    k = len(names)
+    if isinstance(target, str):
+        parts = [p.strip() for p in target.replace(";", ",").replace("/", ",").split(",") if p.strip()]
+        if parts and all("=" in p for p in parts):
+            target = {p.split("=", 1)[0].strip(): p.split("=", 1)[1].strip() for p in parts}
+        else:
+            target = parts
+    if isinstance(target, Mapping):
+        unknown = [n for n in target if n not in names]
+        if unknown:
+            raise InvgenConfigError(
+                f"the target names {', '.join(map(str, unknown))}, which are not values of the attribute "
+                f"({', '.join(names)})"
+            )
+        target = [target.get(n, 0.0) for n in names]
+    try:
+        t = np.asarray([float(v) for v in target], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InvgenConfigError(f"the target must be numbers, got {target!r}") from None
+    if len(t) != k:
+        raise InvgenConfigError(f"the target has {len(t)} shares but the attribute has {k} values ({', '.join(names)})")
+    if np.isclose(t.sum(), 100.0) and k > 1:
+        t = t / 100.0
+    if not np.all(np.isfinite(t)) or (t <= 0).any() or not np.isclose(t.sum(), 1.0, atol=1e-6):
+        raise InvgenConfigError(f"the target shares must be positive and sum to 1, got {t.tolist()}")
+    return t / t.sum()
+
+
+def _check_folder(root: Path) -> None:
+    if not root.exists():
+        raise InvgenDataError(f"{root}: no such image folder")
+    if not root.is_dir():
+        raise InvgenDataError(f"{root} is a file, not an image folder")
+    if not any(root.iterdir()):
+        raise InvgenDataError(f"{root} is an empty folder (expected images and a metadata.jsonl)")
+
+
+def _classify(clf: Callable[[np.ndarray], np.ndarray], images: np.ndarray, k: int, batch_size: int) -> np.ndarray:
+    out = [np.asarray(clf(images[i : i + batch_size]), dtype=np.int64) for i in range(0, len(images), batch_size)]
+    values = np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+    if values.shape != (len(images),) or (len(values) and (values.min() < 0 or values.max() >= k)):
+        raise InvgenError(f"the classifier returned {values.shape} values outside 0..{k - 1} for {len(images)} images")
+    return values
+
+
+def _metadata_agreement(records: Sequence[Any], attribute: str, names: list[str], values: np.ndarray):
+    """Share of images whose classified value equals the one in metadata.jsonl, when every record has one."""
+    truth = [r.attributes.get(attribute) for r in records]
+    if any(t is None for t in truth):
+        return None
+    index = {n: i for i, n in enumerate(names)}
+    known = np.array([index.get(str(t), -1) for t in truth])
+    if (known < 0).any():
+        return None
+    return float((known == values).mean())
+
+
+# ------------------------------------------------------------------------------------------- report
+def bias_report(
+    samples_dir: str | os.PathLike,
+    attribute: str = "color",
+    classifier: str | Callable[[np.ndarray], np.ndarray] = "oracle:color",
+    target: Any = None,
+    *,
+    names: Sequence[str] | None = None,
+    prompts_file: str | os.PathLike | None = None,
+    palette: str = "two",
+    clip_model: str | None = None,
+    device: str | None = None,
+    reference: str | os.PathLike | None = None,
+    features: str | Callable[[np.ndarray], np.ndarray] | None = None,
+    clip: Any = None,
+    t2i: bool = False,
+    extractor: Callable[[np.ndarray], Any] | None = None,
+    captioner: str | os.PathLike | None = None,
+    judge: Callable[..., Any] | None = None,
+    synonyms: Mapping[str, Sequence[str]] | None = None,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+    batch_size: int = 1024,
+    k: int = 3,
+) -> dict[str, Any]:
+    """Bias figures of the image set in `samples_dir` (imagefolder with metadata.jsonl).
+
+    `classifier` is a spec (`oracle:color`, `clip:PATH`, `checkpoint:PATH`, `metadata`) or an object with
+    `names` and `__call__(images) → indices`. `target` is p* (default uniform). Adds `t2i` (Vice et al.)
+    when `t2i` is set or an extractor/captioner is given, and `quality` (FID, precision/recall) when a
+    `reference` set and `features` are given, plus the CLIP score when `clip` (a path or bundle) is.
+    """
+    from invgen.data.imagefolder import read_imagefolder, read_metadata
+    from invgen.metrics.attributes import MetadataAttribute, load_classifier
+
+    t_start = time.perf_counter()
+    root = Path(samples_dir)
+    _check_folder(root)
+    records = read_metadata(root)
+    if isinstance(classifier, str):
+        spec = classifier
+        clf = load_classifier(classifier, attribute=attribute, names=names, prompts_file=prompts_file,
+                              palette=palette, model_name=clip_model, device=device)
+    else:
+        spec, clf = getattr(classifier, "spec", type(classifier).__name__), classifier
+
+    want_t2i = t2i or extractor is not None or captioner is not None
+    need_images = not isinstance(clf, MetadataAttribute) or want_t2i or reference is not None or clip is not None
+    images = read_imagefolder(root).images if need_images else None
+    t_read = time.perf_counter()
+
+    if isinstance(clf, MetadataAttribute):
+        values = clf.from_records(records, where=str(root / "metadata.jsonl"))
+    else:
+        values = _classify(clf, images, len(clf.names), batch_size)
+    value_names = list(clf.names)
+    if len(value_names) < 2:
+        raise InvgenConfigError(f"the attribute '{attribute}' needs at least two values, got {value_names}")
+    t_classify = time.perf_counter()
+
+    p_star = parse_target(target, value_names)
+    prompts = [r.prompt for r in records]
+    counts = counts_by_prompt(prompts, values, len(value_names))
+    summary = fairness_summary(counts, p_star, n_boot=n_boot, confidence=confidence, seed=seed)
+    pooled_counts = np.bincount(values, minlength=len(value_names))
+
+    per_prompt = {}
+    for prompt, entry in summary["per_prompt"].items():
+        entry = dict(entry)
+        entry["counts"] = dict(zip(value_names, entry["counts"], strict=True))
+        per_prompt[prompt] = entry
+    report: dict[str, Any] = {
+        "samples": str(root),
+        "attribute": attribute,
+        "classifier": spec,
+        "values": value_names,
+        "target": (p_star if p_star is not None else np.full(len(value_names), 1 / len(value_names))).tolist(),
+        "n_images": len(records),
+        "n_prompts": len(counts),
+        **{key: summary["overall"][key] for key in REPORT_METRICS},
+        "ci": summary["ci"],
+        "at_target": summary["at_target"],
+        "confidence": confidence,
+        "n_boot": n_boot,
+        "pooled": {"counts": dict(zip(value_names, pooled_counts.tolist(), strict=True)),
+                   **fairness_metrics(pooled_counts, p_star)},
+        "per_prompt": per_prompt,
+    }
+    if not isinstance(clf, MetadataAttribute):
+        agreement = _metadata_agreement(records, attribute, value_names, values)
+        if agreement is not None:
+            report["metadata_agreement"] = agreement
+    t_metrics = time.perf_counter()
+
+    if want_t2i:
+        report["t2i"] = _t2i_section(images, prompts, clf, extractor, captioner, judge, clip, synonyms,
+                                     clip_model, device)
+    if reference is not None or clip is not None:
+        report["quality"] = _quality_section(images, prompts, reference, features, clip, clip_model, device, k)
+    t_end = time.perf_counter()
+    report["timing"] = {
+        "read_s": t_read - t_start,
+        "classify_s": t_classify - t_read,
+        "metrics_s": t_metrics - t_classify,
+        "extra_s": t_end - t_metrics,
+        "total_s": t_end - t_start,
+    }
+    return report
+
+
+def _bundle(clip: Any, clip_model: str | None, device: str | None):
+    if clip is None or not isinstance(clip, (str, os.PathLike)):
+        return clip
+    from invgen.metrics.attributes import load_open_clip
+
+    return load_open_clip(clip, model_name=clip_model, device=device)
+
+
+def _t2i_section(images, prompts, clf, extractor, captioner, judge, clip, synonyms, clip_model, device) -> dict:
+    from invgen.metrics.attributes import ColorOracle
+    from invgen.metrics.t2i import BlipCaptioner, ClipJudge, DigitsOracleExtractor, TokenFilter, t2i_bias
+
+    if extractor is None and captioner is not None:
+        extractor = BlipCaptioner(captioner, device=device)
+    if extractor is None and isinstance(clf, ColorOracle):
+        extractor = DigitsOracleExtractor(clf.palette_name)
+    if extractor is None:
+        raise InvgenConfigError(
+            "the T2I measures need a captioner (--captioner PATH) or an object extractor; "
+            "only the colored digits have a built-in one (with --classifier oracle:color)"
+        )
+    if judge is None and clip is not None:
+        judge = ClipJudge(_bundle(clip, clip_model, device))
+    section = t2i_bias(images, prompts, extractor, judge=judge, token_filter=TokenFilter(synonyms=synonyms))
+    if judge is None:
+        section["M_G"] = None
+        section["note"] = "M_G needs a judge (--clip PATH)"
+    return section
+
+
+def _quality_section(images, prompts, reference, features, clip, clip_model, device, k) -> dict:
+    from invgen.data.imagefolder import read_imagefolder
+    from invgen.metrics.quality import clip_score, load_feature_extractor, quality_report
+
+    section: dict[str, Any] = {}
+    if reference is not None:
+        if features is None:
+            raise InvgenConfigError(
+                "FID and precision/recall need a feature extractor (--features digit-cnn:DIR, clip:PATH "
+                "or inception:PATH)"
+            )
+        ref_root = Path(reference)
+        _check_folder(ref_root)
+        ref = read_imagefolder(ref_root).images
+        extract = load_feature_extractor(features, model_name=clip_model, device=device)
+        if min(len(ref), len(images)) <= k:
+            raise InvgenDataError(
+                f"precision/recall with k = {k} need more than {k} images in each set "
+                f"(reference {len(ref)}, samples {len(images)})"
+            )
+        section.update(quality_report(images, ref, extract, k=k))
+        section["features"] = features if isinstance(features, str) else section["features"]
+        section["reference"] = str(ref_root)
+    if clip is not None:
+        scores = clip_score(images, prompts, _bundle(clip, clip_model, device))
+        section["clip_score"] = scores["clip_score"]
+        section["clip_score_per_prompt"] = scores["per_prompt"]
+    return section
+
+
+# ------------------------------------------------------------------------------------------ writers
+def json_safe(obj: Any) -> Any:
+    """Plain JSON: numpy scalars and arrays become Python values, NaN and ±inf become null."""
+    if isinstance(obj, Mapping):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, float):
+        return "∞" if math.isinf(x) else f"{x:.{digits}f}"
+    return str(x)
+
+
+def _fmt_ci(value: Any, ci: Sequence[Any] | None) -> str:
+    if not ci or any(c is None for c in ci):
+        return _fmt(value)
+    return f"{_fmt(value)} [{_fmt(ci[0])}, {_fmt(ci[1])}]"
+
+
+def _md_escape(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def report_markdown(report: Mapping[str, Any]) -> str:
+    """A markdown summary: overall figures with confidence intervals, then one row per prompt."""
+    names = list(report["values"])
+    target = ", ".join(f"{n} {t:.2f}" for n, t in zip(names, report["target"], strict=True))
+    conf = int(round(100 * report.get("confidence", 0.95)))
+    lines = [
+        f"# Bias report: {_md_escape(report['samples'])}",
+        "",
+        f"{report['n_images']} images, {report['n_prompts']} prompts; attribute **{report['attribute']}** "
+        f"read by `{report['classifier']}`; target {target}. Overall = mean over prompts, "
+        f"[{conf}% bootstrap interval]. *At target* is what a model exactly at the target scores with "
+        "these sample sizes (small samples never score a perfect 0); *pooled* counts all prompts together.",
+        "",
+        "| metric | overall | at target | pooled |",
+        "| --- | --- | --- | --- |",
+    ]
+    ci = report.get("ci", {})
+    floor = report.get("at_target", {})
+    for key in REPORT_METRICS:
+        lines.append(f"| {METRIC_TITLES[key]} | {_fmt_ci(report.get(key), ci.get(key))} "
+                     f"| {_fmt(floor.get(key))} | {_fmt(report['pooled'].get(key))} |")
+    if "metadata_agreement" in report:
+        lines += ["", f"Classifier agrees with metadata.jsonl on {100 * report['metadata_agreement']:.1f}% of images."]
+    lines += ["", "| prompt | n | " + " | ".join(names) + " | bias score | entropy |",
+              "| --- | --- | " + " | ".join("---" for _ in names) + " | --- | --- |"]
+    for prompt, e in report["per_prompt"].items():
+        counts = " | ".join(str(e["counts"][n]) for n in names)
+        lines.append(f"| {_md_escape(prompt)} | {e['n']} | {counts} | "
+                     f"{_fmt_ci(e.get('bias_score'), e.get('ci', {}).get('bias_score'))} | {_fmt(e.get('entropy'))} |")
+    if "t2i" in report:
+        t = report["t2i"]
+        lines += ["", "## T2I bias (Vice et al.)", "",
+                  "| B_D | M | B_D/(M−1) (ours) | H_J | H⁺ | H⁻ | M_G | mean 1−P(prompt) |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- |",
+                  f"| {_fmt(t.get('B_D'))} | {t.get('M')} | {_fmt(t.get('B_D_size_free'))} | {_fmt(t.get('H_J'))} "
+                  f"| {_fmt(t.get('H_plus'))} | {_fmt(t.get('H_minus'))} | {_fmt(t.get('M_G'))} "
+                  f"| {_fmt(t.get('mean_1_minus_p'))} |"]
+    if "quality" in report:
+        q = report["quality"]
+        lines += ["", "## Quality", "", "| FID ↓ | precision ↑ | recall ↑ | CLIP score ↑ | features |",
+                  "| --- | --- | --- | --- | --- |",
+                  f"| {_fmt(q.get('fid'))} | {_fmt(q.get('precision'))} | {_fmt(q.get('recall'))} "
+                  f"| {_fmt(q.get('clip_score'))} | {q.get('features', '–')} |"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: Mapping[str, Any], out: str | os.PathLike, plots: bool = True) -> dict[str, Path]:
+    """Write `out` (JSON), the markdown beside it (same name, .md) and the attribute histogram (_attributes.png).
+
+    Every file is written atomically; returns their paths by kind.
+    """
+    out = Path(out)
+    paths = {"json": out, "markdown": out.with_suffix(".md")}
+    write_json(out, json_safe(report))
+    write_text(paths["markdown"], report_markdown(report))
+    if plots:
+        from invgen.metrics.plots import plot_attribute_histogram
+
+        paths["histogram"] = out.with_name(out.stem + "_attributes.png")
+        plot_attribute_histogram(report, paths["histogram"])
+    return paths
+
+
+# --------------------------------------------------------------------------------------- comparison
+def load_report(path: str | os.PathLike) -> dict[str, Any]:
+    import json
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "report.json"
+    if not path.is_file():
+        raise InvgenDataError(f"no report at {path}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise InvgenDataError(f"{path}: not valid JSON ({e.msg})") from None
+
+
+def _label(report: Mapping[str, Any], i: int, used: set[str]) -> str:
+    base = Path(str(report.get("samples", f"set{i}"))).name or f"set{i}"
+    label, n = base, 2
+    while label in used:
+        label, n = f"{base}#{n}", n + 1
+    used.add(label)
+    return label
+
+
+def compare_reports(
+    reports: Sequence[Mapping[str, Any] | str | os.PathLike], labels: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """Side-by-side figures of several reports; the first is the baseline the ratios are taken against.
+
+    Reports are dicts from `bias_report` or paths of report.json files (or their folders). They must
+    measure the same attribute with the same values, or the comparison would be meaningless.
+    """
+    loaded = [dict(r) if isinstance(r, Mapping) else load_report(r) for r in reports]
+    if len(loaded) < 2:
+        raise InvgenConfigError("a comparison needs at least two reports")
+    first = loaded[0]
+    for r in loaded[1:]:
+        if r["attribute"] != first["attribute"] or list(r["values"]) != list(first["values"]):
+            raise InvgenConfigError(
+                f"cannot compare {r['samples']} ({r['attribute']}: {', '.join(r['values'])}) with "
+                f"{first['samples']} ({first['attribute']}: {', '.join(first['values'])})"
+            )
+    used: set[str] = set()
+    labels = list(labels) if labels else [_label(r, i, used) for i, r in enumerate(loaded)]
+    if len(labels) != len(loaded):
+        raise InvgenConfigError(f"{len(labels)} labels for {len(loaded)} reports")
+
+    metrics: dict[str, dict[str, Any]] = {}
+    for label, r in zip(labels, loaded, strict=True):
+        entry = {key: r.get(key) for key in REPORT_METRICS}
+        entry.update(n_images=r["n_images"], ci=r.get("ci", {}), at_target=r.get("at_target", {}),
+                     samples=r["samples"])
+        for section in ("t2i", "quality"):
+            if section in r:
+                entry[section] = {k: v for k, v in r[section].items() if not isinstance(v, Mapping)}
+        metrics[label] = entry
+    base = metrics[labels[0]]
+    ratios = {}
+    for label in labels:
+        ratios[label] = {}
+        for key in REPORT_METRICS:
+            a, b = metrics[label].get(key), base.get(key)
+            ok = a is not None and b is not None and math.isfinite(a) and math.isfinite(b) and b != 0
+            ratios[label][key] = a / b if ok else None
+    per_prompt: dict[str, dict[str, Any]] = {}
+    for label, r in zip(labels, loaded, strict=True):
+        for prompt, e in r["per_prompt"].items():
+            per_prompt.setdefault(prompt, {})[label] = {key: e.get(key) for key in REPORT_METRICS} | {
+                "n": e["n"], "counts": e["counts"]}
+    return {
+        "attribute": first["attribute"],
+        "values": list(first["values"]),
+        "labels": labels,
+        "baseline": labels[0],
+        "confidence": first.get("confidence", 0.95),
+        "metrics": metrics,
+        "ratio_to_baseline": ratios,
+        "per_prompt": per_prompt,
+        "reports": loaded,
+    }
+
+
+def comparison_markdown(comparison: Mapping[str, Any]) -> str:
+    labels = comparison["labels"]
+    conf = int(round(100 * comparison.get("confidence", 0.95)))
+    lines = [
+        f"# Comparison: {comparison['attribute']} ({', '.join(comparison['values'])})",
+        "",
+        f"Baseline: **{comparison['baseline']}**. Overall = mean over prompts [{conf}% bootstrap interval]; "
+        "× = ratio to the baseline.",
+        "",
+        "| metric | " + " | ".join(_md_escape(lbl) for lbl in labels) + " |",
+        "| --- | " + " | ".join("---" for _ in labels) + " |",
+    ]
+    for key in REPORT_METRICS:
+        cells = []
+        for label in labels:
+            m = comparison["metrics"][label]
+            cell = _fmt_ci(m.get(key), m.get("ci", {}).get(key))
+            ratio = comparison["ratio_to_baseline"][label].get(key)
+            if label != comparison["baseline"] and ratio is not None:
+                cell += f" (×{ratio:.2f})"
+            cells.append(cell)
+        lines.append(f"| {METRIC_TITLES[key]} | " + " | ".join(cells) + " |")
+    lines.append("| images | " + " | ".join(str(comparison["metrics"][lbl]["n_images"]) for lbl in labels) + " |")
+    for section, keys in (("t2i", ("B_D", "H_J", "M_G")), ("quality", ("fid", "precision", "recall", "clip_score"))):
+        for key in keys:
+            vals = [comparison["metrics"][lbl].get(section, {}).get(key) for lbl in labels]
+            if any(v is not None for v in vals):
+                lines.append(f"| {key} | " + " | ".join(_fmt(v) for v in vals) + " |")
+    lines += ["", "| prompt | " + " | ".join(f"bias: {_md_escape(lbl)}" for lbl in labels) + " |",
+              "| --- | " + " | ".join("---" for _ in labels) + " |"]
+    for prompt, by_label in comparison["per_prompt"].items():
+        cells = [_fmt(by_label.get(lbl, {}).get("bias_score")) for lbl in labels]
+        lines.append(f"| {_md_escape(prompt)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_comparison(comparison: Mapping[str, Any], out: str | os.PathLike, plots: bool = True) -> dict[str, Path]:
+    """Write `out` (JSON), the markdown beside it and the grouped bar chart (_bars.png), atomically."""
+    out = Path(out)
+    paths = {"json": out, "markdown": out.with_suffix(".md")}
+    write_json(out, json_safe(comparison))
+    write_text(paths["markdown"], comparison_markdown(comparison))
+    if plots:
+        from invgen.metrics.plots import plot_comparison
+
+        paths["bars"] = out.with_name(out.stem + "_bars.png")
+        plot_comparison(comparison, paths["bars"])
+    return paths
+
+
+__all__ = [
+    "METRICS",
+    "bias_report",
+    "compare_reports",
+    "comparison_markdown",
+    "json_safe",
+    "load_report",
+    "parse_target",
+    "report_markdown",
+    "write_comparison",
+    "write_report",
+]

@@ -1,0 +1,179 @@
+"""A pixel-space text-to-image pipeline for the embedded benchmark.
+
+Its call signature is the one users know from `StableDiffusionPipeline` (prompt, num_inference_steps,
+guidance_scale, negative_prompt, generator, output_type, callback_on_step_end), minus the VAE: the UNet
+denoises pixels directly. Passing `image` and `strength` turns it into an image-to-image translator
+(SDEdit), which CDvG and GenView use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline, ImagePipelineOutput
+from PIL import Image
+
+from invgen.errors import InvgenError
+
+
+def _to_pixels(image: Any, size: int, device, dtype) -> torch.Tensor:
+    """PIL images, uint8 arrays (N,H,W,C) or float tensors in [-1, 1] → tensor (N, C, H, W) in [-1, 1]."""
+    if isinstance(image, torch.Tensor):
+        x = image
+        if x.ndim == 3:
+            x = x[None]
+        return x.to(device=device, dtype=dtype)
+    if isinstance(image, Image.Image):
+        image = [image]
+    if isinstance(image, list):
+        image = np.stack([np.asarray(im.convert("RGB").resize((size, size))) for im in image])
+    arr = np.asarray(image)
+    if arr.ndim == 3:
+        arr = arr[None]
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return x.to(device=device, dtype=dtype)
+
+
+class PixelTextToImagePipeline(DiffusionPipeline):
+    model_cpu_offload_seq = "text_encoder->unet"
+
+    def __init__(self, unet, text_encoder, tokenizer, scheduler):
+        super().__init__()
+        self.register_modules(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: list[str], device=None) -> torch.Tensor:
+        device = device or self._execution_device
+        ids = self.tokenizer(
+            prompt,
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(device)
+        return self.text_encoder(ids)[0].to(self.unet.dtype)
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        height: int | None = None,
+        width: int | None = None,
+        num_inference_steps: int = 25,
+        guidance_scale: float = 2.0,
+        negative_prompt: str | list[str] | None = None,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        image: Any = None,
+        strength: float | list[float] | torch.Tensor = 1.0,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+    ):
+        if isinstance(prompt, str):
+            prompt = [prompt]
+        if not prompt or any(not isinstance(p, str) for p in prompt):
+            raise InvgenError("prompt must be a non-empty string or list of strings")
+        prompt = [p for p in prompt for _ in range(num_images_per_prompt)]
+        n = len(prompt)
+        size = self.unet.config.sample_size
+        height, width = height or size, width or size
+        device = self._execution_device
+        dtype = self.unet.dtype
+        do_cfg = guidance_scale > 1.0
+
+        cond = self.encode_prompt(prompt, device)
+        if do_cfg:
+            if negative_prompt is None:
+                negative_prompt = [""] * n
+            elif isinstance(negative_prompt, str):
+                negative_prompt = [negative_prompt] * n
+            uncond = self.encode_prompt(list(negative_prompt), device)
+            embeds = torch.cat([uncond, cond])
+        else:
+            embeds = cond
+
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        shape = (n, self.unet.config.in_channels, height, width)
+        noise = latents if latents is not None else _randn(shape, generator, device, dtype)
+
+        if image is not None:
+            # SDEdit: start from the image noised to `strength`; per-image strengths are allowed
+            # (GenView picks one per image), so each image joins the loop at its own timestep.
+            x0 = _to_pixels(image, size, device, dtype)
+            if len(x0) != n:
+                raise InvgenError(f"got {len(x0)} images for {n} prompts")
+            s = torch.as_tensor(strength, dtype=torch.float64).flatten().expand(n).clone()
+            if ((s < 0) | (s > 1)).any():
+                raise InvgenError("strength must be in [0, 1]")
+            start = (num_inference_steps - (s * num_inference_steps).round().long()).clamp(0, num_inference_steps)
+            x = x0.clone()
+        else:
+            start = torch.zeros(n, dtype=torch.long)
+            x = noise * self.scheduler.init_noise_sigma
+
+        for i, t in enumerate(self.progress_bar(timesteps)):
+            joining = start == i
+            if image is not None and joining.any():
+                idx = joining.nonzero().flatten().to(device)
+                x[idx] = self.scheduler.add_noise(x0[idx], noise[idx], t.repeat(len(idx)))
+            active = (start <= i).to(device)
+            if not active.any():
+                continue
+            model_in = torch.cat([x, x]) if do_cfg else x
+            model_in = self.scheduler.scale_model_input(model_in, t)
+            eps = self.unet(model_in, t, encoder_hidden_states=embeds).sample
+            if do_cfg:
+                eps_u, eps_c = eps.chunk(2)
+                eps = eps_u + guidance_scale * (eps_c - eps_u)
+            stepped = self.scheduler.step(eps, t, x, generator=generator).prev_sample
+            x = torch.where(active[:, None, None, None], stepped, x)
+            if callback_on_step_end is not None:
+                names = callback_on_step_end_tensor_inputs or ["latents"]
+                out = callback_on_step_end(self, i, t, {k: x for k in names if k == "latents"})
+                x = (out or {}).get("latents", x)
+
+        images = (x / 2 + 0.5).clamp(0, 1)
+        if output_type == "pt":
+            result = images
+        else:
+            arr = images.permute(0, 2, 3, 1).float().cpu().numpy()
+            if output_type == "np":
+                result = arr
+            elif output_type == "pil":
+                result = [Image.fromarray((a * 255).round().astype(np.uint8)) for a in arr]
+            else:
+                raise InvgenError(f"unknown output_type '{output_type}' (use pil, np or pt)")
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (result,)
+        return ImagePipelineOutput(images=result)
+
+
+def _randn(shape, generator, device, dtype) -> torch.Tensor:
+    from diffusers.utils.torch_utils import randn_tensor
+
+    return randn_tensor(shape, generator=generator, device=torch.device(device), dtype=dtype)
+
+
+def build_pixel_pipeline(unet_config=None, seed: int = 0) -> PixelTextToImagePipeline:
+    """An untrained embedded pipeline from the tiny components."""
+    from diffusers import DDIMScheduler
+
+    from invgen.models.tiny import tiny_text_encoder, tiny_unet
+    from invgen.models.tokenizer import build_clip_tokenizer
+
+    unet = tiny_unet(unet_config, seed=seed)
+    scheduler = DDIMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True)
+    return PixelTextToImagePipeline(
+        unet=unet,
+        text_encoder=tiny_text_encoder(hidden_size=unet.config.cross_attention_dim, seed=seed),
+        tokenizer=build_clip_tokenizer(),
+        scheduler=scheduler,
+    )

@@ -1,0 +1,31 @@
+"""One entry per trainer: load its typed config, then run it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from invgen.config import load_config
+
+
+def base(config: str | None, overrides: list[str], resume: bool):
+    from invgen.train.base import BaseConfig, train_base
+
+    return train_base(load_config(BaseConfig, config, overrides), resume=resume)
+
+
+JOBS: dict[str, Callable] = {"base": base}
+
+
+def groups(config: str | None, overrides: list[str], resume: bool):
+    from invgen.invdiff.train import InvDiffConfig, infer_groups
+
+    return infer_groups(load_config(InvDiffConfig, config, overrides))
+
+
+def invdiff(config: str | None, overrides: list[str], resume: bool):
+    from invgen.invdiff.train import InvDiffConfig, train_invdiff
+
+    return train_invdiff(load_config(InvDiffConfig, config, overrides), resume=resume)
+
+
+JOBS.update({"groups": groups, "invdiff": invdiff})

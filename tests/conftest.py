@@ -1,0 +1,25 @@
+import os
+
+import pytest
+import torch
+
+# Tests must not try the network; the embedded models need none.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory):
+    from invgen.data.digits import make_colored_digits
+
+    return make_colored_digits(tmp_path_factory.mktemp("digits"), p_align=0.95, size=16)
+
+
+@pytest.fixture()
+def tiny_pipe():
+    from invgen.pipelines import build_pixel_pipeline
+
+    pipe = build_pixel_pipeline(seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
