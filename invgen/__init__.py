@@ -27,6 +27,8 @@ _EXPORTS = {
     "ImageRecord": "invgen.data.imagefolder",
     "make_colored_digits": "invgen.data.digits",
     "bias_report": "invgen.metrics.report",
+    "compare_reports": "invgen.metrics.report",
+    "images_report": "invgen.metrics.report",
     "InvgenError": "invgen.errors",
     "InvgenDataError": "invgen.errors",
     "InvgenConfigError": "invgen.errors",
@@ -54,4 +56,5 @@ if TYPE_CHECKING:  # pragma: no cover
     from invgen.invdiff.objective import group_robust_loss  # noqa: F401
     from invgen.models.loading import load_pipeline, save_pipeline  # noqa: F401
     from invgen.models.tokenizer import build_clip_tokenizer  # noqa: F401
+    from invgen.metrics.report import bias_report, compare_reports, images_report  # noqa: F401
     from invgen.pipelines.pixel_t2i import PixelTextToImagePipeline, build_pixel_pipeline  # noqa: F401

@@ -41,6 +41,40 @@ def _register_commands() -> None:
 _register_commands()
 
 
+@app.command("sample")
+def sample(
+    pipeline: str = typer.Option(..., "--pipeline", help="pipeline folder or hub id"),
+    prompts: Path = typer.Option(..., "--prompts", help="text file, one prompt per line"),
+    out: Path = typer.Option(..., "--out", help="imagefolder to write (resumed if half-finished)"),
+    per_prompt: int = typer.Option(50, "--per-prompt"),
+    seed: int = typer.Option(0, "--seed"),
+    guidance: str | None = typer.Option(None, "--guidance", help="InvDiff adapter folder to attach"),
+    scale: float = typer.Option(1.0, "--scale", help="adapter guidance scale s"),
+    steps: int = typer.Option(25, "--steps", help="denoising steps"),
+    guidance_scale: float = typer.Option(2.0, "--guidance-scale", help="classifier-free guidance"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+) -> None:
+    """Generate an image set (imagefolder + metadata.jsonl); split across `accelerate launch` processes."""
+    from accelerate import PartialState
+
+    from invgen.models.loading import load_pipeline
+    from invgen.sampling import read_prompts, sample_to_imagefolder
+
+    texts = read_prompts(prompts)
+    pipe = load_pipeline(pipeline)
+    pipe.to(PartialState().device)
+    if guidance:
+        from invgen.invdiff.guidance import InvariantGuidance
+
+        InvariantGuidance.from_pretrained(guidance).attach(pipe, scale=scale)
+    info = {"pipeline": pipeline, "guidance": guidance, "scale": scale if guidance else None,
+            "num_inference_steps": steps, "guidance_scale": guidance_scale}
+    sample_to_imagefolder(pipe, texts, per_prompt, out, seed=seed, batch_size=batch_size, info=info,
+                          num_inference_steps=steps, guidance_scale=guidance_scale)
+    if PartialState().is_main_process:
+        typer.echo(f"wrote {len(texts) * per_prompt} images to {out}")
+
+
 @app.command("demo")
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="run folder"),

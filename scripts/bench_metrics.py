@@ -71,7 +71,11 @@ def main() -> None:
         "all_runs_s": [round(r[0], 3) for r in runs],
         "bias_score": round(report["bias_score"], 4),
         "build_set_s": round(build_s, 1),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     from invgen.atomic import write_json

@@ -50,7 +50,15 @@ def test_synonym_table_maps_onto_prompt_words_either_way(table):
 
 def test_distribution_bias_by_hand():
     # Non-prompt words over 7 images: cat in 4, hat in 2, mat in 1 ("dog" is the prompt word everywhere).
-    outputs = [["dog", "cat", "hat"], ["dog", "cat", "cat"], ["cat", "hat"], ["cat", "mat"], ["dog"], [], ["dog"]]
+    outputs = [
+        ["dog", "cat", "hat"],
+        ["dog", "cat", "cat"],
+        ["cat", "hat"],
+        ["cat", "mat"],
+        ["dog"],
+        [],
+        ["dog"],
+    ]
     prompt_words = [["dog"]] * len(outputs)
     out = distribution_bias(outputs, prompt_words)
     # sorted counts 4, 2, 1 → min-max (4−1)/3, (2−1)/3, 0 = 1, ⅓, 0; area (1 + ⅓)/2 + (⅓ + 0)/2 = 5/6
@@ -103,8 +111,13 @@ def test_t2i_bias_with_canned_captions_and_judge():
     prompts = ["a dog", "a dog", "a man", "a man"]
     captions = ["a dog on grass", "a puppy and a ball", "a woman with a hat", "a man"]
     judge = CannedJudge([0.9, 0.4, 0.5, 0.8])
-    out = t2i_bias(images, prompts, extractor=lambda im: captions[int(im[0, 0, 0])], judge=judge,
-                   token_filter=tf(synonyms={"dog": ["puppy"]}))
+    out = t2i_bias(
+        images,
+        prompts,
+        extractor=lambda im: captions[int(im[0, 0, 0])],
+        judge=judge,
+        token_filter=tf(synonyms={"dog": ["puppy"]}),
+    )
     assert judge.calls[0] == ["a dog", " "]
     # X: {dog} twice, {person} twice. Y: {dog, grass}, {dog, ball}, {person, hat}, {person}
     # H_J: ½, ½, ½, 0; H⁺: ½, ½, ½, 0; H⁻: 0 everywhere
@@ -190,3 +203,71 @@ def test_blip_captioner_missing_folder(tmp_path):
 
     with pytest.raises(InvgenModelError, match="no captioner folder"):
         BlipCaptioner(tmp_path / "nope")
+
+
+def test_blip_captioner_with_a_tiny_random_blip(tmp_path):
+    import torch
+    from transformers import (
+        BertTokenizer,
+        BlipConfig,
+        BlipForConditionalGeneration,
+        BlipImageProcessor,
+        BlipProcessor,
+    )
+
+    from invgen.metrics.t2i import BlipCaptioner
+
+    words = [
+        "[PAD]",
+        "[UNK]",
+        "[CLS]",
+        "[SEP]",
+        "[MASK]",
+        "[DEC]",
+        "a",
+        "red",
+        "green",
+        "digit",
+        "photo",
+        "of",
+    ]
+    (tmp_path / "vocab.txt").write_text("\n".join(words) + "\n")
+    tok = BertTokenizer(str(tmp_path / "vocab.txt"), bos_token="[DEC]")
+    proc = BlipProcessor(image_processor=BlipImageProcessor(size={"height": 32, "width": 32}), tokenizer=tok)
+    cfg = BlipConfig(
+        text_config=dict(
+            vocab_size=len(words),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            encoder_hidden_size=32,
+            bos_token_id=5,
+            pad_token_id=0,
+            sep_token_id=3,
+            eos_token_id=3,
+            max_position_embeddings=64,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    BlipForConditionalGeneration(cfg).save_pretrained(tmp_path / "blip")
+    proc.save_pretrained(tmp_path / "blip")
+
+    captioner = BlipCaptioner(tmp_path / "blip", max_new_tokens=4, device="cpu")
+    images = np.random.default_rng(0).integers(0, 255, (3, 16, 16, 3), dtype=np.uint8)
+    captions = captioner.batch(images)
+    assert len(captions) == 3 and all(isinstance(c, str) for c in captions)
+    assert all(set(c.split()) <= set(words[6:]) and len(c.split()) <= 4 for c in captions)
+    assert captioner(images[0]) == captions[0]
+    prompts = ["a red digit"] * 3
+    via_captioner = t2i_bias(images, prompts, captioner, token_filter=tf())
+    assert via_captioner["H_J"] == t2i_bias(images, prompts, outputs=captions, token_filter=tf())["H_J"]

@@ -25,7 +25,7 @@ from invgen.config import check
 @dataclass
 class GrouperConfig:
     source: Literal["inferred", "oracle"] = "inferred"
-    timesteps: list[int] = field(default_factory=lambda: [600])
+    timesteps: list[int] = field(default_factory=lambda: [900])
     noise_draws: int = 4
     num_groups: int = 2
     assignment: Literal["soft", "hard"] = "soft"

@@ -133,7 +133,9 @@ class ClipBundle:
         with torch.no_grad():
             for start in range(0, len(images), batch_size):
                 chunk = images[start : start + batch_size]
-                pils = [Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).convert("RGB") for im in chunk]
+                pils = [
+                    Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im).convert("RGB") for im in chunk
+                ]
                 x = torch.stack([self.preprocess(p) for p in pils]).to(self.device)
                 f = self.model.encode_image(x).float()
                 feats.append(torch.nn.functional.normalize(f, dim=-1).cpu())
@@ -162,7 +164,9 @@ def _default_device(device: str | None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_open_clip(path: str | os.PathLike, model_name: str | None = None, device: str | None = None) -> ClipBundle:
+def load_open_clip(
+    path: str | os.PathLike, model_name: str | None = None, device: str | None = None
+) -> ClipBundle:
     """open_clip weights from a local path, never from the network.
 
     A folder must hold `open_clip_config.json` and the weights (the layout of open_clip models on the
@@ -181,11 +185,14 @@ def load_open_clip(path: str | os.PathLike, model_name: str | None = None, devic
     else:
         if not model_name:
             raise InvgenModelError(
-                f"{path} is a single weights file: name its architecture too (model_name / --clip-model, e.g. ViT-B-32)"
+                f"{path} is a single weights file: name its architecture too "
+                "(model_name / --clip-model, e.g. ViT-B-32)"
             )
         name, pretrained = model_name, str(path)
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained, device=device)
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            name, pretrained=pretrained, device=device
+        )
         tokenizer = open_clip.get_tokenizer(name)
     except Exception as e:  # noqa: BLE001 - open_clip raises many types for one meaning: not loadable
         raise InvgenModelError(f"could not load CLIP weights from {path}: {_first_line(e)}") from None
@@ -211,7 +218,9 @@ def read_attribute_prompts(path: str | os.PathLike, attribute: str | None = None
 
             data = yaml.safe_load(text)
     except Exception as e:  # noqa: BLE001 - JSON and YAML errors share nothing but a message
-        raise InvgenConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'} ({_first_line(e)})") from None
+        raise InvgenConfigError(
+            f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'} ({_first_line(e)})"
+        ) from None
     if isinstance(data, Mapping) and attribute is not None and isinstance(data.get(attribute), Mapping):
         data = data[attribute]
     if not isinstance(data, Mapping) or not data:
@@ -232,8 +241,13 @@ def read_attribute_prompts(path: str | os.PathLike, attribute: str | None = None
 class ClipZeroShot:
     """Zero-shot attribute classifier: the value whose (averaged) prompt embedding is nearest the image."""
 
-    def __init__(self, bundle: ClipBundle, prompts: Mapping[str, Sequence[str]], attribute: str = "",
-                 batch_size: int = 64):
+    def __init__(
+        self,
+        bundle: ClipBundle,
+        prompts: Mapping[str, Sequence[str]],
+        attribute: str = "",
+        batch_size: int = 64,
+    ):
         if len(prompts) < 2:
             raise InvgenConfigError("a zero-shot classifier needs at least two attribute values")
         self.bundle = bundle
@@ -262,8 +276,14 @@ class AttributeCNN(ModelMixin, ConfigMixin):
     """A small CNN that reads one attribute; `names` (and `attribute`) live in its saved config."""
 
     @register_to_config
-    def __init__(self, names: list[str] | None = None, attribute: str = "", size: int = 32,
-                 in_channels: int = 3, width: int = 16):
+    def __init__(
+        self,
+        names: list[str] | None = None,
+        attribute: str = "",
+        size: int = 32,
+        in_channels: int = 3,
+        width: int = 16,
+    ):
         super().__init__()
         if not names or len(names) < 2:
             raise ValueError("AttributeCNN needs at least two attribute names")
@@ -287,12 +307,18 @@ class AttributeCNN(ModelMixin, ConfigMixin):
         if x.shape[1] != self.config.in_channels:
             if x.shape[1] != 1:
                 raise InvgenDataError(
-                    f"the classifier reads {self.config.in_channels}-channel images, got {x.shape[1]} channels"
+                    f"the classifier reads {self.config.in_channels}-channel images, "
+                    f"got {x.shape[1]} channels"
                 )
             x = x.expand(-1, self.config.in_channels, -1, -1)
         if x.shape[-2:] != (self.config.size, self.config.size):
-            x = F.interpolate(x, size=(self.config.size, self.config.size), mode="bilinear",
-                              align_corners=False, antialias=True)
+            x = F.interpolate(
+                x,
+                size=(self.config.size, self.config.size),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
         return x
 
     @torch.no_grad()
@@ -320,7 +346,9 @@ def train_attribute_cnn(
     images = np.asarray(images)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     torch.manual_seed(seed)
-    model = AttributeCNN(names=list(names), attribute=attribute, size=size or images.shape[1], in_channels=images.shape[-1])
+    model = AttributeCNN(
+        names=list(names), attribute=attribute, size=size or images.shape[1], in_channels=images.shape[-1]
+    )
     x = model.to_input(images)
     g = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -390,7 +418,9 @@ def load_checkpoint_classifier(
     model = model.to(_default_device(device)).eval()
     outputs = getattr(getattr(model, "head", None), "out_features", len(names))
     if outputs != len(names):
-        raise InvgenModelError(f"{path}: the classifier has {outputs} outputs but {len(names)} names were given")
+        raise InvgenModelError(
+            f"{path}: the classifier has {outputs} outputs but {len(names)} names were given"
+        )
     return CheckpointClassifier(model, names, config.get("attribute", ""))
 
 
@@ -432,7 +462,9 @@ def load_classifier(
         return MetadataAttribute(attribute, names)
     if kind == "clip":
         if not arg:
-            raise InvgenConfigError("'clip:' needs the path of local open_clip weights, e.g. clip:/models/vit-b-32")
+            raise InvgenConfigError(
+                "'clip:' needs the path of local open_clip weights, e.g. clip:/models/vit-b-32"
+            )
         if prompts is None and prompts_file is not None:
             prompts = read_attribute_prompts(prompts_file, attribute)
         if prompts is None:
@@ -446,7 +478,9 @@ def load_classifier(
         return ClipZeroShot(bundle, prompts, attribute=attribute or "")
     if kind == "checkpoint":
         if not arg:
-            raise InvgenConfigError("'checkpoint:' needs the folder of a saved classifier, e.g. checkpoint:runs/clf")
+            raise InvgenConfigError(
+                "'checkpoint:' needs the folder of a saved classifier, e.g. checkpoint:runs/clf"
+            )
         clf = load_checkpoint_classifier(arg, names, device)
         _check_attribute(spec, clf.attribute, attribute)
         return clf

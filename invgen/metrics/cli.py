@@ -22,33 +22,53 @@ def _split(text: str | None) -> list[str] | None:
 
 def metrics_command(
     samples: Path = typer.Argument(..., help="image set: a folder with images and metadata.jsonl"),
-    attribute: str = typer.Option("color", "--attribute", "-a", help="the attribute whose balance is measured"),
+    attribute: str = typer.Option(
+        "color", "--attribute", "-a", help="the attribute whose balance is measured"
+    ),
     classifier: str = typer.Option(
-        "oracle:color", "--classifier", "-c",
+        "oracle:color",
+        "--classifier",
+        "-c",
         help="oracle:color[:PALETTE], clip:PATH, checkpoint:PATH or metadata (the value in metadata.jsonl)",
     ),
     target: str | None = typer.Option(
-        None, "--target", help="target distribution p*, e.g. 0.75,0.25 or red=0.75,green=0.25 (default uniform)"
+        None,
+        "--target",
+        help="target distribution p*, e.g. 0.75,0.25 or red=0.75,green=0.25 (default uniform)",
     ),
-    out: Path | None = typer.Option(None, "--out", "-o", help="report JSON path (default SAMPLES/report.json)"),
+    out: Path | None = typer.Option(
+        None, "--out", "-o", help="report JSON path (default SAMPLES/report.json)"
+    ),
     compare: list[Path] | None = typer.Option(
         None, "--compare", help="another image set (or its report.json) to compare with; repeat for more"
     ),
-    labels: str | None = typer.Option(None, "--labels", help="attribute values, comma-separated (clip, metadata)"),
+    labels: str | None = typer.Option(
+        None, "--labels", help="attribute values, comma-separated (clip, metadata)"
+    ),
     prompts_file: Path | None = typer.Option(
         None, "--prompts-file", help="YAML/JSON: attribute value → prompt(s), for clip:PATH"
     ),
     palette: str = typer.Option("two", "--palette", help="palette of the color oracle (two or ten)"),
-    reference: Path | None = typer.Option(None, "--reference", help="real image set for FID and precision/recall"),
+    reference: Path | None = typer.Option(
+        None, "--reference", help="real image set for FID and precision/recall"
+    ),
     features: str | None = typer.Option(
         None, "--features", help="feature space for FID/PR: digit-cnn:DIR, clip:PATH or inception:PATH"
     ),
-    clip: Path | None = typer.Option(None, "--clip", help="local open_clip weights: CLIP score and the M_G judge"),
-    clip_model: str | None = typer.Option(None, "--clip-model", help="open_clip architecture of a weights file"),
+    clip: Path | None = typer.Option(
+        None, "--clip", help="local open_clip weights: CLIP score and the M_G judge"
+    ),
+    clip_model: str | None = typer.Option(
+        None, "--clip-model", help="open_clip architecture of a weights file"
+    ),
     t2i: bool = typer.Option(False, "--t2i", help="add Vice et al.'s B_D, H_J and M_G"),
     captioner: Path | None = typer.Option(None, "--captioner", help="local BLIP folder for the T2I measures"),
-    synonyms: Path | None = typer.Option(None, "--synonyms", help="YAML/JSON synonym table for the T2I measures"),
-    bootstrap: int = typer.Option(1000, "--bootstrap", help="bootstrap resamples for the intervals (0: none)"),
+    synonyms: Path | None = typer.Option(
+        None, "--synonyms", help="YAML/JSON synonym table for the T2I measures"
+    ),
+    bootstrap: int = typer.Option(
+        1000, "--bootstrap", help="bootstrap resamples for the intervals (0: none)"
+    ),
     confidence: float = typer.Option(0.95, "--confidence", help="confidence level of the intervals"),
     seed: int = typer.Option(0, "--seed", help="seed of the bootstrap"),
     device: str | None = typer.Option(None, "--device", help="torch device for model classifiers"),

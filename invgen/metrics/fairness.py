@@ -253,5 +253,11 @@ def fairness_summary(
     if n_boot > 0:
         for name in names:
             per_prompt[name]["ci"] = prompt_intervals[name]
-    return {"overall": overall, "ci": intervals, "at_target": at_target, "per_prompt": per_prompt,
-            "n_boot": int(n_boot), "confidence": confidence}
+    return {
+        "overall": overall,
+        "ci": intervals,
+        "at_target": at_target,
+        "per_prompt": per_prompt,
+        "n_boot": int(n_boot),
+        "confidence": confidence,
+    }

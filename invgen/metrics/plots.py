@@ -59,8 +59,12 @@ def plot_attribute_histogram(report: Mapping[str, Any], path: str | os.PathLike)
     ax.set_xlim(0, 1)
     ax.set_xlabel(f"share of images by {report['attribute']} (dashed: target)")
     ax.set_title(f"{report['attribute']} per prompt — bias score {report['bias_score']:.3f}")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.2 / max(len(prompts), 1)),
-              ncol=min(len(names), 6), frameon=False)
+    ax.legend(
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.12 - 0.2 / max(len(prompts), 1)),
+        ncol=min(len(names), 6),
+        frameon=False,
+    )
     _save(fig, path)
 
 
@@ -76,7 +80,9 @@ def _value_colors(names: list[str]) -> list:
     return out
 
 
-def plot_comparison(comparison: Mapping[str, Any], path: str | os.PathLike, metric: str = "bias_score") -> None:
+def plot_comparison(
+    comparison: Mapping[str, Any], path: str | os.PathLike, metric: str = "bias_score"
+) -> None:
     """Grouped bars of one metric per prompt, one color per image set, plus the overall mean with its CI."""
     labels = list(comparison["labels"])
     prompts = list(comparison["per_prompt"])[:_MAX_PROMPTS]
@@ -91,6 +97,11 @@ def plot_comparison(comparison: Mapping[str, Any], path: str | os.PathLike, metr
         heights += [comparison["per_prompt"][p].get(label, {}).get(metric, np.nan) for p in prompts]
         heights = np.array([np.nan if h is None else h for h in heights], dtype=np.float64)
         bars = ax.bar(x + (i - (len(labels) - 1) / 2) * width, heights, width, label=label)
+        floor = overall.get("at_target", {}).get(metric)
+        if floor is not None and np.isfinite(floor):
+            # What a model exactly at the target scores with the same sample sizes: the bar to beat.
+            left = bars[0].get_x()
+            ax.hlines(floor, left, left + width, color="grey", linestyle=":", linewidth=1.5)
         ci = overall.get("ci", {}).get(metric)
         if ci and None not in ci:
             # A line from the low to the high end, not error bars: percentile intervals of a score bounded
@@ -101,6 +112,9 @@ def plot_comparison(comparison: Mapping[str, Any], path: str | os.PathLike, metr
     ax.set_xticks(x, [_short(g, 24) for g in groups], rotation=45, ha="right")
     ax.set_ylabel(metric.replace("_", " "))
     conf = int(round(100 * comparison.get("confidence", 0.95)))
-    ax.set_title(f"{metric.replace('_', ' ')} by prompt (overall: mean over prompts, {conf}% interval)")
+    ax.set_title(
+        f"{metric.replace('_', ' ')} by prompt (overall: mean over prompts, {conf}% interval; "
+        "dotted: a model at the target)"
+    )
     ax.legend(frameon=False)
     _save(fig, path)

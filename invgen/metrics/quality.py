@@ -88,7 +88,9 @@ def precision_recall(real: np.ndarray, fake: np.ndarray, k: int = 3, chunk: int 
     if r.shape[1] != f.shape[1]:
         raise ValueError(f"real features have {r.shape[1]} dimensions, fake features {f.shape[1]}")
     if k < 1 or k >= min(len(r), len(f)):
-        raise ValueError(f"k = {k} needs more than k images in each set (got {len(r)} real, {len(f)} generated)")
+        raise ValueError(
+            f"k = {k} needs more than k images in each set (got {len(r)} real, {len(f)} generated)"
+        )
     precision = _coverage(f, r, _kth_neighbour_radius(r, k, chunk), chunk)
     recall = _coverage(r, f, _kth_neighbour_radius(f, k, chunk), chunk)
     return {"precision": precision, "recall": recall, "k": k}
@@ -128,8 +130,9 @@ def digit_cnn_features(model_or_dir: Any) -> FeatureExtractor:
     return lambda images: model.features_of(images)
 
 
-def clip_features(path_or_bundle: Any, model_name: str | None = None, device: str | None = None,
-                  batch_size: int = 64) -> FeatureExtractor:
+def clip_features(
+    path_or_bundle: Any, model_name: str | None = None, device: str | None = None, batch_size: int = 64
+) -> FeatureExtractor:
     """L2-normalised CLIP image features from local open_clip weights (or a loaded bundle)."""
     bundle = path_or_bundle
     if isinstance(path_or_bundle, (str, os.PathLike)):
@@ -147,8 +150,9 @@ def inception_features(weights_path: str | os.PathLike, batch_size: int = 64) ->
     try:
         from torchmetrics.image.fid import NoTrainInceptionV3
 
-        net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
-                                 feature_extractor_weights_path=str(path))
+        net = NoTrainInceptionV3(
+            name="inception-v3-compat", features_list=["2048"], feature_extractor_weights_path=str(path)
+        )
     except ModuleNotFoundError:
         raise InvgenModelError("Inception features need torch-fidelity: pip install torch-fidelity") from None
     except Exception as e:  # noqa: BLE001 - a wrong file fails in many ways
@@ -158,7 +162,9 @@ def inception_features(weights_path: str | os.PathLike, batch_size: int = 64) ->
         out = []
         with torch.no_grad():
             for start in range(0, len(images), batch_size):
-                x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).permute(0, 3, 1, 2)
+                x = torch.from_numpy(np.ascontiguousarray(images[start : start + batch_size])).permute(
+                    0, 3, 1, 2
+                )
                 if x.shape[1] == 1:
                     x = x.expand(-1, 3, -1, -1)
                 out.append(net(x).double())
@@ -167,8 +173,9 @@ def inception_features(weights_path: str | os.PathLike, batch_size: int = 64) ->
     return extract
 
 
-def load_feature_extractor(spec: str | FeatureExtractor, model_name: str | None = None,
-                           device: str | None = None) -> FeatureExtractor:
+def load_feature_extractor(
+    spec: str | FeatureExtractor, model_name: str | None = None, device: str | None = None
+) -> FeatureExtractor:
     """`digit-cnn:DIR`, `clip:PATH` or `inception:PATH`; a callable is returned as is."""
     if callable(spec):
         return spec

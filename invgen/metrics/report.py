@@ -18,7 +18,7 @@ import numpy as np
 
 from invgen.atomic import write_json, write_text
 from invgen.errors import InvgenConfigError, InvgenDataError, InvgenError
-from invgen.metrics.fairness import METRICS, counts_by_prompt, fairness_metrics, fairness_summary
+from invgen.metrics.fairness import counts_by_prompt, fairness_metrics, fairness_summary
 
 REPORT_METRICS = ("bias_score", "fairness_discrepancy", "kl_uniform", "kl_target", "entropy", "delta")
 METRIC_TITLES = {
@@ -57,7 +57,9 @@ def parse_target(target: Any, names: Sequence[str]) -> np.ndarray | None:
     except (TypeError, ValueError):
         raise InvgenConfigError(f"the target must be numbers, got {target!r}") from None
     if len(t) != k:
-        raise InvgenConfigError(f"the target has {len(t)} shares but the attribute has {k} values ({', '.join(names)})")
+        raise InvgenConfigError(
+            f"the target has {len(t)} shares but the attribute has {k} values ({', '.join(names)})"
+        )
     if np.isclose(t.sum(), 100.0) and k > 1:
         t = t / 100.0
     if not np.all(np.isfinite(t)) or (t <= 0).any() or not np.isclose(t.sum(), 1.0, atol=1e-6):
@@ -74,15 +76,23 @@ def _check_folder(root: Path) -> None:
         raise InvgenDataError(f"{root} is an empty folder (expected images and a metadata.jsonl)")
 
 
-def _classify(clf: Callable[[np.ndarray], np.ndarray], images: np.ndarray, k: int, batch_size: int) -> np.ndarray:
-    out = [np.asarray(clf(images[i : i + batch_size]), dtype=np.int64) for i in range(0, len(images), batch_size)]
+def _classify(
+    clf: Callable[[np.ndarray], np.ndarray], images: np.ndarray, k: int, batch_size: int
+) -> np.ndarray:
+    out = [
+        np.asarray(clf(images[i : i + batch_size]), dtype=np.int64) for i in range(0, len(images), batch_size)
+    ]
     values = np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
     if values.shape != (len(images),) or (len(values) and (values.min() < 0 or values.max() >= k)):
-        raise InvgenError(f"the classifier returned {values.shape} values outside 0..{k - 1} for {len(images)} images")
+        raise InvgenError(
+            f"the classifier returned {values.shape} values outside 0..{k - 1} for {len(images)} images"
+        )
     return values
 
 
-def _metadata_agreement(records: Sequence[Any], attribute: str, names: list[str], values: np.ndarray):
+def _metadata_agreement(
+    records: Sequence[Any], attribute: str, names: list[str], values: np.ndarray
+) -> float | None:
     """Share of images whose classified value equals the one in metadata.jsonl, when every record has one."""
     truth = [r.attributes.get(attribute) for r in records]
     if any(t is None for t in truth):
@@ -95,18 +105,94 @@ def _metadata_agreement(records: Sequence[Any], attribute: str, names: list[str]
 
 
 # ------------------------------------------------------------------------------------------- report
-def bias_report(
-    samples_dir: str | os.PathLike,
+def attribute_figures(
+    values: Sequence[int] | np.ndarray,
+    prompts: Sequence[str],
+    names: Sequence[str],
+    target: Any = None,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The fairness part of a report from attribute indices (one per image) and prompts; no I/O.
+
+    Overall figures are means over prompts, with bootstrap intervals (`ci`), the floor a model exactly at
+    the target reaches with the same sample sizes (`at_target`), and the pooled counts of all prompts.
+    """
+    names = [str(n) for n in names]
+    if len(names) < 2:
+        raise InvgenConfigError(f"an attribute needs at least two values, got {names}")
+    values = np.asarray(values, dtype=np.int64)
+    if len(values) == 0:
+        raise InvgenDataError("there are no images to measure")
+    p_star = parse_target(target, names)
+    counts = counts_by_prompt(prompts, values, len(names))
+    summary = fairness_summary(counts, p_star, n_boot=n_boot, confidence=confidence, seed=seed)
+    pooled_counts = np.bincount(values, minlength=len(names))
+    per_prompt = {}
+    for prompt, entry in summary["per_prompt"].items():
+        entry = dict(entry)
+        entry["counts"] = dict(zip(names, entry["counts"], strict=True))
+        per_prompt[prompt] = entry
+    uniform = np.full(len(names), 1 / len(names))
+    return {
+        "values": names,
+        "target": (p_star if p_star is not None else uniform).tolist(),
+        "n_images": len(values),
+        "n_prompts": len(counts),
+        **{key: summary["overall"][key] for key in REPORT_METRICS},
+        "ci": summary["ci"],
+        "at_target": summary["at_target"],
+        "confidence": confidence,
+        "n_boot": n_boot,
+        "pooled": {
+            "counts": dict(zip(names, pooled_counts.tolist(), strict=True)),
+            **fairness_metrics(pooled_counts, p_star),
+        },
+        "per_prompt": per_prompt,
+    }
+
+
+def _check_options(features: Any, reference: Any) -> None:
+    if features is not None and reference is None:
+        raise InvgenConfigError(
+            "a feature space (--features) is used only against a reference set (--reference)"
+        )
+
+
+def _load(classifier, attribute, names, prompts_file, palette, clip_model, device):
+    from invgen.metrics.attributes import load_classifier
+
+    if isinstance(classifier, str):
+        clf = load_classifier(
+            classifier,
+            attribute=attribute,
+            names=names,
+            prompts_file=prompts_file,
+            palette=palette,
+            model_name=clip_model,
+            device=device,
+        )
+        return classifier, clf
+    return getattr(classifier, "spec", type(classifier).__name__), classifier
+
+
+def images_report(
+    images: np.ndarray | None,
+    prompts: Sequence[str],
     attribute: str = "color",
     classifier: str | Callable[[np.ndarray], np.ndarray] = "oracle:color",
     target: Any = None,
     *,
+    records: Sequence[Any] | None = None,
+    name: str = "images",
+    classifier_label: str | None = None,
     names: Sequence[str] | None = None,
     prompts_file: str | os.PathLike | None = None,
     palette: str = "two",
     clip_model: str | None = None,
     device: str | None = None,
-    reference: str | os.PathLike | None = None,
+    reference: str | os.PathLike | np.ndarray | None = None,
     features: str | Callable[[np.ndarray], np.ndarray] | None = None,
     clip: Any = None,
     t2i: bool = False,
@@ -120,88 +206,105 @@ def bias_report(
     batch_size: int = 1024,
     k: int = 3,
 ) -> dict[str, Any]:
-    """Bias figures of the image set in `samples_dir` (imagefolder with metadata.jsonl).
+    """`bias_report` for images already in memory (uint8 (N, H, W, C)) with their prompts.
 
-    `classifier` is a spec (`oracle:color`, `clip:PATH`, `checkpoint:PATH`, `metadata`) or an object with
-    `names` and `__call__(images) → indices`. `target` is p* (default uniform). Adds `t2i` (Vice et al.)
-    when `t2i` is set or an extractor/captioner is given, and `quality` (FID, precision/recall) when a
-    `reference` set and `features` are given, plus the CLIP score when `clip` (a path or bundle) is.
+    `records` (ImageRecords) are needed only by the `metadata` classifier and for the agreement check;
+    `reference` may be an array of images or an image folder. `classifier_label` names the classifier in
+    the report (default: its spec, or its `spec` attribute or class name for an object).
     """
-    from invgen.data.imagefolder import read_imagefolder, read_metadata
-    from invgen.metrics.attributes import MetadataAttribute, load_classifier
+    from invgen.metrics.attributes import MetadataAttribute
 
-    t_start = time.perf_counter()
-    root = Path(samples_dir)
-    _check_folder(root)
-    records = read_metadata(root)
-    if isinstance(classifier, str):
-        spec = classifier
-        clf = load_classifier(classifier, attribute=attribute, names=names, prompts_file=prompts_file,
-                              palette=palette, model_name=clip_model, device=device)
-    else:
-        spec, clf = getattr(classifier, "spec", type(classifier).__name__), classifier
-
-    want_t2i = t2i or extractor is not None or captioner is not None
-    need_images = not isinstance(clf, MetadataAttribute) or want_t2i or reference is not None or clip is not None
-    images = read_imagefolder(root).images if need_images else None
-    t_read = time.perf_counter()
-
+    t0 = time.perf_counter()
+    _check_options(features, reference)
+    spec, clf = _load(classifier, attribute, names, prompts_file, palette, clip_model, device)
+    spec = classifier_label or spec
+    clip = _bundle(clip, clip_model, device)  # once, for both the judge and the CLIP score
     if isinstance(clf, MetadataAttribute):
-        values = clf.from_records(records, where=str(root / "metadata.jsonl"))
+        if records is None:
+            raise InvgenConfigError("the 'metadata' classifier needs the records of metadata.jsonl")
+        values = clf.from_records(records, where=f"{name}/metadata.jsonl")
     else:
+        if images is None:
+            raise InvgenConfigError(f"the classifier '{spec}' needs the images")
+        if len(images) != len(prompts):
+            raise InvgenDataError(f"{len(images)} images but {len(prompts)} prompts")
         values = _classify(clf, images, len(clf.names), batch_size)
-    value_names = list(clf.names)
-    if len(value_names) < 2:
-        raise InvgenConfigError(f"the attribute '{attribute}' needs at least two values, got {value_names}")
     t_classify = time.perf_counter()
-
-    p_star = parse_target(target, value_names)
-    prompts = [r.prompt for r in records]
-    counts = counts_by_prompt(prompts, values, len(value_names))
-    summary = fairness_summary(counts, p_star, n_boot=n_boot, confidence=confidence, seed=seed)
-    pooled_counts = np.bincount(values, minlength=len(value_names))
-
-    per_prompt = {}
-    for prompt, entry in summary["per_prompt"].items():
-        entry = dict(entry)
-        entry["counts"] = dict(zip(value_names, entry["counts"], strict=True))
-        per_prompt[prompt] = entry
-    report: dict[str, Any] = {
-        "samples": str(root),
-        "attribute": attribute,
-        "classifier": spec,
-        "values": value_names,
-        "target": (p_star if p_star is not None else np.full(len(value_names), 1 / len(value_names))).tolist(),
-        "n_images": len(records),
-        "n_prompts": len(counts),
-        **{key: summary["overall"][key] for key in REPORT_METRICS},
-        "ci": summary["ci"],
-        "at_target": summary["at_target"],
-        "confidence": confidence,
-        "n_boot": n_boot,
-        "pooled": {"counts": dict(zip(value_names, pooled_counts.tolist(), strict=True)),
-                   **fairness_metrics(pooled_counts, p_star)},
-        "per_prompt": per_prompt,
-    }
-    if not isinstance(clf, MetadataAttribute):
-        agreement = _metadata_agreement(records, attribute, value_names, values)
+    report: dict[str, Any] = {"samples": name, "attribute": attribute, "classifier": spec}
+    report.update(attribute_figures(values, prompts, clf.names, target, n_boot, confidence, seed))
+    if records is not None and not isinstance(clf, MetadataAttribute):
+        agreement = _metadata_agreement(records, attribute, report["values"], values)
         if agreement is not None:
             report["metadata_agreement"] = agreement
     t_metrics = time.perf_counter()
-
-    if want_t2i:
-        report["t2i"] = _t2i_section(images, prompts, clf, extractor, captioner, judge, clip, synonyms,
-                                     clip_model, device)
+    if t2i or extractor is not None or captioner is not None:
+        report["t2i"] = _t2i_section(
+            images, prompts, clf, extractor, captioner, judge, clip, synonyms, clip_model, device
+        )
     if reference is not None or clip is not None:
-        report["quality"] = _quality_section(images, prompts, reference, features, clip, clip_model, device, k)
-    t_end = time.perf_counter()
+        report["quality"] = _quality_section(
+            images, prompts, reference, features, clip, clip_model, device, k
+        )
     report["timing"] = {
-        "read_s": t_read - t_start,
-        "classify_s": t_classify - t_read,
+        "classify_s": t_classify - t0,
         "metrics_s": t_metrics - t_classify,
-        "extra_s": t_end - t_metrics,
-        "total_s": t_end - t_start,
+        "extra_s": time.perf_counter() - t_metrics,
     }
+    return report
+
+
+def bias_report(
+    samples_dir: str | os.PathLike,
+    attribute: str = "color",
+    classifier: str | Callable[[np.ndarray], np.ndarray] = "oracle:color",
+    target: Any = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Bias figures of the image set in `samples_dir` (imagefolder with metadata.jsonl).
+
+    `classifier` is a spec (`oracle:color`, `clip:PATH`, `checkpoint:PATH`, `metadata`) or an object with
+    `names` and `__call__(images) → indices`; `target` is p* (default uniform; "0.75,0.25", a list or a
+    mapping value → share). Keys: `bias_score`, `fairness_discrepancy`, `kl_uniform`, `kl_target`,
+    `entropy`, `delta` (means over prompts), `ci`, `at_target`, `pooled`, `per_prompt`, `n_images`.
+    Options are those of `images_report`: `t2i=True` (or an extractor/captioner) adds Vice et al.'s
+    measures; `reference` with `features` adds FID and precision/recall; `clip` adds the CLIP score.
+    """
+    from invgen.data.imagefolder import read_imagefolder, read_metadata
+    from invgen.metrics.attributes import MetadataAttribute
+
+    t0 = time.perf_counter()
+    root = Path(samples_dir)
+    _check_folder(root)
+    records = read_metadata(root)
+    _check_options(options.get("features"), options.get("reference"))
+    # Loaded here, before reading any image, so that a bad spec fails fast and `metadata` can skip images.
+    spec, classifier_obj = _load(
+        classifier,
+        attribute,
+        options.get("names"),
+        options.get("prompts_file"),
+        options.get("palette", "two"),
+        options.get("clip_model"),
+        options.get("device"),
+    )
+    needs_images = not isinstance(classifier_obj, MetadataAttribute) or any(
+        options.get(key) not in (None, False)
+        for key in ("t2i", "extractor", "captioner", "reference", "clip")
+    )
+    images = read_imagefolder(root).images if needs_images else None
+    t_read = time.perf_counter()
+    report = images_report(
+        images,
+        [r.prompt for r in records],
+        attribute,
+        classifier_obj,
+        target,
+        records=records,
+        name=str(root),
+        classifier_label=spec,
+        **options,
+    )
+    report["timing"] = {"read_s": t_read - t0, **report["timing"], "total_s": time.perf_counter() - t0}
     return report
 
 
@@ -213,7 +316,9 @@ def _bundle(clip: Any, clip_model: str | None, device: str | None):
     return load_open_clip(clip, model_name=clip_model, device=device)
 
 
-def _t2i_section(images, prompts, clf, extractor, captioner, judge, clip, synonyms, clip_model, device) -> dict:
+def _t2i_section(
+    images, prompts, clf, extractor, captioner, judge, clip, synonyms, clip_model, device
+) -> dict:
     from invgen.metrics.attributes import ColorOracle
     from invgen.metrics.t2i import BlipCaptioner, ClipJudge, DigitsOracleExtractor, TokenFilter, t2i_bias
 
@@ -246,9 +351,12 @@ def _quality_section(images, prompts, reference, features, clip, clip_model, dev
                 "FID and precision/recall need a feature extractor (--features digit-cnn:DIR, clip:PATH "
                 "or inception:PATH)"
             )
-        ref_root = Path(reference)
-        _check_folder(ref_root)
-        ref = read_imagefolder(ref_root).images
+        if isinstance(reference, np.ndarray):
+            ref, ref_name = reference, f"{len(reference)} images in memory"
+        else:
+            ref_root = Path(reference)
+            _check_folder(ref_root)
+            ref, ref_name = read_imagefolder(ref_root).images, str(ref_root)
         extract = load_feature_extractor(features, model_name=clip_model, device=device)
         if min(len(ref), len(images)) <= k:
             raise InvgenDataError(
@@ -257,7 +365,7 @@ def _quality_section(images, prompts, reference, features, clip, clip_model, dev
             )
         section.update(quality_report(images, ref, extract, k=k))
         section["features"] = features if isinstance(features, str) else section["features"]
-        section["reference"] = str(ref_root)
+        section["reference"] = ref_name
     if clip is not None:
         scores = clip_score(images, prompts, _bundle(clip, clip_model, device))
         section["clip_score"] = scores["clip_score"]
@@ -320,35 +428,55 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     ci = report.get("ci", {})
     floor = report.get("at_target", {})
     for key in REPORT_METRICS:
-        lines.append(f"| {METRIC_TITLES[key]} | {_fmt_ci(report.get(key), ci.get(key))} "
-                     f"| {_fmt(floor.get(key))} | {_fmt(report['pooled'].get(key))} |")
+        lines.append(
+            f"| {METRIC_TITLES[key]} | {_fmt_ci(report.get(key), ci.get(key))} "
+            f"| {_fmt(floor.get(key))} | {_fmt(report['pooled'].get(key))} |"
+        )
     if "metadata_agreement" in report:
-        lines += ["", f"Classifier agrees with metadata.jsonl on {100 * report['metadata_agreement']:.1f}% of images."]
-    lines += ["", "| prompt | n | " + " | ".join(names) + " | bias score | entropy |",
-              "| --- | --- | " + " | ".join("---" for _ in names) + " | --- | --- |"]
+        lines += [
+            "",
+            f"Classifier agrees with metadata.jsonl on {100 * report['metadata_agreement']:.1f}% of images.",
+        ]
+    lines += [
+        "",
+        "| prompt | n | " + " | ".join(names) + " | bias score | entropy |",
+        "| --- | --- | " + " | ".join("---" for _ in names) + " | --- | --- |",
+    ]
     for prompt, e in report["per_prompt"].items():
         counts = " | ".join(str(e["counts"][n]) for n in names)
-        lines.append(f"| {_md_escape(prompt)} | {e['n']} | {counts} | "
-                     f"{_fmt_ci(e.get('bias_score'), e.get('ci', {}).get('bias_score'))} | {_fmt(e.get('entropy'))} |")
+        lines.append(
+            f"| {_md_escape(prompt)} | {e['n']} | {counts} | "
+            f"{_fmt_ci(e.get('bias_score'), e.get('ci', {}).get('bias_score'))} | {_fmt(e.get('entropy'))} |"
+        )
     if "t2i" in report:
         t = report["t2i"]
-        lines += ["", "## T2I bias (Vice et al.)", "",
-                  "| B_D | M | B_D/(M−1) (ours) | H_J | H⁺ | H⁻ | M_G | mean 1−P(prompt) |",
-                  "| --- | --- | --- | --- | --- | --- | --- | --- |",
-                  f"| {_fmt(t.get('B_D'))} | {t.get('M')} | {_fmt(t.get('B_D_size_free'))} | {_fmt(t.get('H_J'))} "
-                  f"| {_fmt(t.get('H_plus'))} | {_fmt(t.get('H_minus'))} | {_fmt(t.get('M_G'))} "
-                  f"| {_fmt(t.get('mean_1_minus_p'))} |"]
+        lines += [
+            "",
+            "## T2I bias (Vice et al.)",
+            "",
+            "| B_D | M | B_D/(M−1) (ours) | H_J | H⁺ | H⁻ | M_G | mean 1−P(prompt) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            f"| {_fmt(t.get('B_D'))} | {t.get('M')} | {_fmt(t.get('B_D_size_free'))} | {_fmt(t.get('H_J'))} "
+            f"| {_fmt(t.get('H_plus'))} | {_fmt(t.get('H_minus'))} | {_fmt(t.get('M_G'))} "
+            f"| {_fmt(t.get('mean_1_minus_p'))} |",
+        ]
     if "quality" in report:
         q = report["quality"]
-        lines += ["", "## Quality", "", "| FID ↓ | precision ↑ | recall ↑ | CLIP score ↑ | features |",
-                  "| --- | --- | --- | --- | --- |",
-                  f"| {_fmt(q.get('fid'))} | {_fmt(q.get('precision'))} | {_fmt(q.get('recall'))} "
-                  f"| {_fmt(q.get('clip_score'))} | {q.get('features', '–')} |"]
+        lines += [
+            "",
+            "## Quality",
+            "",
+            "| FID ↓ | precision ↑ | recall ↑ | CLIP score ↑ | features |",
+            "| --- | --- | --- | --- | --- |",
+            f"| {_fmt(q.get('fid'))} | {_fmt(q.get('precision'))} | {_fmt(q.get('recall'))} "
+            f"| {_fmt(q.get('clip_score'))} | {q.get('features', '–')} |",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def write_report(report: Mapping[str, Any], out: str | os.PathLike, plots: bool = True) -> dict[str, Path]:
-    """Write `out` (JSON), the markdown beside it (same name, .md) and the attribute histogram (_attributes.png).
+    """Write `out` (JSON), the markdown beside it (same name, .md) and the attribute histogram
+    (`<name>_attributes.png`).
 
     Every file is written atomically; returns their paths by kind.
     """
@@ -414,8 +542,9 @@ def compare_reports(
     metrics: dict[str, dict[str, Any]] = {}
     for label, r in zip(labels, loaded, strict=True):
         entry = {key: r.get(key) for key in REPORT_METRICS}
-        entry.update(n_images=r["n_images"], ci=r.get("ci", {}), at_target=r.get("at_target", {}),
-                     samples=r["samples"])
+        entry.update(
+            n_images=r["n_images"], ci=r.get("ci", {}), at_target=r.get("at_target", {}), samples=r["samples"]
+        )
         for section in ("t2i", "quality"):
             if section in r:
                 entry[section] = {k: v for k, v in r[section].items() if not isinstance(v, Mapping)}
@@ -432,7 +561,9 @@ def compare_reports(
     for label, r in zip(labels, loaded, strict=True):
         for prompt, e in r["per_prompt"].items():
             per_prompt.setdefault(prompt, {})[label] = {key: e.get(key) for key in REPORT_METRICS} | {
-                "n": e["n"], "counts": e["counts"]}
+                "n": e["n"],
+                "counts": e["counts"],
+            }
     return {
         "attribute": first["attribute"],
         "values": list(first["values"]),
@@ -468,21 +599,31 @@ def comparison_markdown(comparison: Mapping[str, Any]) -> str:
                 cell += f" (×{ratio:.2f})"
             cells.append(cell)
         lines.append(f"| {METRIC_TITLES[key]} | " + " | ".join(cells) + " |")
-    lines.append("| images | " + " | ".join(str(comparison["metrics"][lbl]["n_images"]) for lbl in labels) + " |")
-    for section, keys in (("t2i", ("B_D", "H_J", "M_G")), ("quality", ("fid", "precision", "recall", "clip_score"))):
+    lines.append(
+        "| images | " + " | ".join(str(comparison["metrics"][lbl]["n_images"]) for lbl in labels) + " |"
+    )
+    for section, keys in (
+        ("t2i", ("B_D", "H_J", "M_G")),
+        ("quality", ("fid", "precision", "recall", "clip_score")),
+    ):
         for key in keys:
             vals = [comparison["metrics"][lbl].get(section, {}).get(key) for lbl in labels]
             if any(v is not None for v in vals):
                 lines.append(f"| {key} | " + " | ".join(_fmt(v) for v in vals) + " |")
-    lines += ["", "| prompt | " + " | ".join(f"bias: {_md_escape(lbl)}" for lbl in labels) + " |",
-              "| --- | " + " | ".join("---" for _ in labels) + " |"]
+    lines += [
+        "",
+        "| prompt | " + " | ".join(f"bias: {_md_escape(lbl)}" for lbl in labels) + " |",
+        "| --- | " + " | ".join("---" for _ in labels) + " |",
+    ]
     for prompt, by_label in comparison["per_prompt"].items():
         cells = [_fmt(by_label.get(lbl, {}).get("bias_score")) for lbl in labels]
         lines.append(f"| {_md_escape(prompt)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_comparison(comparison: Mapping[str, Any], out: str | os.PathLike, plots: bool = True) -> dict[str, Path]:
+def write_comparison(
+    comparison: Mapping[str, Any], out: str | os.PathLike, plots: bool = True
+) -> dict[str, Path]:
     """Write `out` (JSON), the markdown beside it and the grouped bar chart (_bars.png), atomically."""
     out = Path(out)
     paths = {"json": out, "markdown": out.with_suffix(".md")}
@@ -497,9 +638,10 @@ def write_comparison(comparison: Mapping[str, Any], out: str | os.PathLike, plot
 
 
 __all__ = [
-    "METRICS",
+    "attribute_figures",
     "bias_report",
     "compare_reports",
+    "images_report",
     "comparison_markdown",
     "json_safe",
     "load_report",

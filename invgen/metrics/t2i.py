@@ -86,7 +86,11 @@ class TokenFilter:
 
     def words(self, output: str | Iterable[str]) -> list[str]:
         """Filtered words; a string is split into words, a set of names is taken name by name."""
-        raw = _WORD.findall(output.lower()) if isinstance(output, str) else [str(t).strip().lower() for t in output]
+        raw = (
+            _WORD.findall(output.lower())
+            if isinstance(output, str)
+            else [str(t).strip().lower() for t in output]
+        )
         out: dict[str, None] = {}
         for t in raw:
             if len(t) < self.min_length or t in self.stop_words:
@@ -134,7 +138,9 @@ def read_synonyms(path: str | os.PathLike) -> dict[str, list[str]]:
 
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except Exception as e:  # noqa: BLE001 - JSON and YAML errors share nothing but a message
-        raise InvgenConfigError(f"{path}: not valid JSON or YAML ({str(e).strip().splitlines()[0]})") from None
+        raise InvgenConfigError(
+            f"{path}: not valid JSON or YAML ({str(e).strip().splitlines()[0]})"
+        ) from None
     if not isinstance(data, Mapping):
         raise InvgenConfigError(f"{path}: expected a mapping from a word to its synonyms")
     table = {}
@@ -146,8 +152,9 @@ def read_synonyms(path: str | os.PathLike) -> dict[str, list[str]]:
     return table
 
 
-def distribution_bias(outputs: Sequence[Iterable[str]], prompt_words: Sequence[Iterable[str]] | None = None,
-                      top: int = 20) -> dict[str, Any]:
+def distribution_bias(
+    outputs: Sequence[Iterable[str]], prompt_words: Sequence[Iterable[str]] | None = None, top: int = 20
+) -> dict[str, Any]:
     """B_D: count each output word that is not a word of its image's prompt (once per image), sort the counts
     descending, min-max normalise them to n_1..n_M (all 1 when max = min), and take the trapezoid area
     `Σ_{i=1}^{M−1} (n_i + n_{i+1}) / 2`. Lower = more concentrated on a few words = more biased.
@@ -188,7 +195,9 @@ def jaccard_terms(prompt_words: Iterable[str], output_words: Iterable[str]) -> t
     return h_j, h_plus, h_minus
 
 
-def jaccard_hallucination(prompt_words: Sequence[Iterable[str]], output_words: Sequence[Iterable[str]]) -> dict:
+def jaccard_hallucination(
+    prompt_words: Sequence[Iterable[str]], output_words: Sequence[Iterable[str]]
+) -> dict:
     """Means over images of H_J (Jaccard hallucination), H⁺ (added words) and H⁻ (missed prompt words)."""
     if len(prompt_words) != len(output_words):
         raise ValueError(f"{len(prompt_words)} prompt word sets but {len(output_words)} outputs")
@@ -199,7 +208,9 @@ def jaccard_hallucination(prompt_words: Sequence[Iterable[str]], output_words: S
     return {"H_J": float(mean[0]), "H_plus": float(mean[1]), "H_minus": float(mean[2])}
 
 
-def generative_miss_rate(p_prompt: Sequence[float] | np.ndarray, p_blank: Sequence[float] | None = None) -> dict:
+def generative_miss_rate(
+    p_prompt: Sequence[float] | np.ndarray, p_blank: Sequence[float] | None = None
+) -> dict:
     """M_G: the share of images whose judge gives the prompt no more probability than a blank text.
 
     `p_blank` defaults to 1 − p_prompt (a choice between the two texts). Also `mean_1_minus_p`, the mean
@@ -320,11 +331,18 @@ class ClipJudge:
 class BlipCaptioner:
     """Captions from a BLIP model in a local transformers folder (the paper: BLIP base, 10 new tokens)."""
 
-    def __init__(self, path: str | os.PathLike, max_new_tokens: int = 10, device: str | None = None,
-                 batch_size: int = 16):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        max_new_tokens: int = 10,
+        device: str | None = None,
+        batch_size: int = 16,
+    ):
         path = Path(path).expanduser()
         if not path.is_dir():
-            raise InvgenModelError(f"no captioner folder at {path} (a local BLIP folder saved by transformers)")
+            raise InvgenModelError(
+                f"no captioner folder at {path} (a local BLIP folder saved by transformers)"
+            )
         try:
             from transformers import BlipForConditionalGeneration, BlipProcessor
 
