@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from invgen.invdiff.grouper import GrouperConfig  # noqa: F401
     from invgen.invdiff.guidance import InvariantGuidance  # noqa: F401
     from invgen.invdiff.objective import group_robust_loss  # noqa: F401
+    from invgen.metrics.report import bias_report, compare_reports, images_report  # noqa: F401
     from invgen.models.loading import load_pipeline, save_pipeline  # noqa: F401
     from invgen.models.tokenizer import build_clip_tokenizer  # noqa: F401
-    from invgen.metrics.report import bias_report, compare_reports, images_report  # noqa: F401
     from invgen.pipelines.pixel_t2i import PixelTextToImagePipeline, build_pixel_pipeline  # noqa: F401

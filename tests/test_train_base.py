@@ -78,3 +78,12 @@ def test_train_cli_reports_errors_without_traceback(capsys):
     assert main(["base", "train.batch_size=-1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
+
+
+def test_train_cli_takes_overrides_after_the_config_flag(tmp_path, digits_dir):
+    from invgen.train.__main__ import main
+
+    out = tmp_path / "cli"
+    code = main(["base", "--config", "configs/digits/base.yaml", f"output_dir={out}", f"data.root={digits_dir}",
+                 "data.builder=null", "train.steps=2", "train.batch_size=4"])
+    assert code == 0 and (out / "model_index.json").is_file()

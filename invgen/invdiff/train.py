@@ -56,7 +56,7 @@ class InvDiffConfig:
     groups: GrouperConfig = field(default_factory=GrouperConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=600, batch_size=64, learning_rate=1e-3))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000, batch_size=64, learning_rate=2e-3))
 
     def validate(self) -> None:
         self.data.validate()

@@ -54,23 +54,19 @@ class DigitCNN(ModelMixin, ConfigMixin):
         return self.head(self.embed(gray))
 
     @torch.no_grad()
-    def predict(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    def _batched(self, fn, images: np.ndarray, batch_size: int) -> torch.Tensor:
         self.eval()
         x = self.to_gray(images)
         if x.shape[-1] != self.config.size:
             x = F.interpolate(x, size=(self.config.size, self.config.size), mode="bilinear", align_corners=False)
-        out = [self(x[i : i + batch_size].to(self.device)).argmax(1).cpu() for i in range(0, len(x), batch_size)]
-        return torch.cat(out).numpy()
+        return torch.cat([fn(x[i : i + batch_size].to(self.device)).cpu() for i in range(0, len(x), batch_size)])
 
-    @torch.no_grad()
+    def predict(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+        return self._batched(lambda x: self(x).argmax(1), images, batch_size).numpy()
+
     def features_of(self, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
         """Penultimate features, the feature space of FID / precision-recall on the embedded benchmark."""
-        self.eval()
-        x = self.to_gray(images)
-        if x.shape[-1] != self.config.size:
-            x = F.interpolate(x, size=(self.config.size, self.config.size), mode="bilinear", align_corners=False)
-        out = [self.embed(x[i : i + batch_size].to(self.device)).cpu() for i in range(0, len(x), batch_size)]
-        return torch.cat(out).numpy()
+        return self._batched(self.embed, images, batch_size).numpy()
 
 
 def train_digit_cnn(

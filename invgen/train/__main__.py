@@ -20,7 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="YAML config file")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     parser.add_argument("overrides", nargs="*", help="config overrides such as train.steps=100")
-    args = parser.parse_args(argv)
+    # Intermixed: overrides may come after --config, as the README shows.
+    args = parser.parse_intermixed_args(argv)
     try:
         out = _jobs()[args.job](args.config, args.overrides, args.resume)
     except InvgenError as e:
