@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.invgen-installed
 
-.PHONY: setup demo test test-slow lint app bench clean
+.PHONY: setup demo test test-slow lint bench clean
 
 $(STAMP): pyproject.toml
 	@echo ">> setting up $(VENV) (torch 2.14.1 + invgen[app,dev]); first time takes a few minutes"
@@ -28,10 +28,8 @@ test-slow: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-app: setup
-	$(PY) -m invgen.cli app --runs runs
-
 bench: setup
+	$(PY) scripts/bench_metrics.py
 	$(PY) scripts/bench_invdiff.py
 
 clean:
