@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_open_clip
 
 from invgen.data.digits import build_splits
 from invgen.data.imagefolder import ImageRecord
@@ -127,28 +128,8 @@ def test_clip_zero_shot_with_a_fake_model(digits16):
     assert p[np.arange(4), clf(test.images[:4])] == pytest.approx(1 / (1 + np.exp(-10)), abs=1e-3)
 
 
-def _tiny_open_clip(folder):
-    import open_clip
-    from safetensors.torch import save_file
-
-    cfg = {
-        "embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-    }
-    folder.mkdir(parents=True)
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
-    torch.manual_seed(0)
-    model = open_clip.CLIP(**cfg)
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors"
-    )
-    torch.save(model.state_dict(), folder.parent / "weights.pt")
-    return folder
-
-
 def test_clip_spec_loads_a_tiny_random_open_clip(tmp_path, digits16):
-    folder = _tiny_open_clip(tmp_path / "clip")
+    folder = tiny_open_clip(tmp_path / "clip")
     clf = load_classifier(f"clip:{folder}", attribute="color", names=["red", "green"])
     assert clf.prompts == {"red": ["a photo of a red"], "green": ["a photo of a green"]}
     images = digits16["test"].images[:6]

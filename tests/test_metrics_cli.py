@@ -2,24 +2,11 @@
 
 import json
 
-import numpy as np
 import pytest
+from helpers import P3, P5, write_set
 from PIL import Image
 
 from invgen.cli import main
-from invgen.data.imagefolder import ImageRecord, write_imagefolder
-
-RGB = {"red": (235, 45, 45), "green": (45, 215, 60)}
-P3, P5 = "a photo of the digit 3", "a photo of the digit 5"
-
-
-def write_set(root, spec, size=8):
-    images, records = [], []
-    for prompt, colors in spec.items():
-        for c in colors:
-            images.append(np.full((size, size, 3), RGB[c], dtype=np.uint8))
-            records.append(ImageRecord(f"{len(records):03d}.png", prompt, attributes={"color": c}))
-    return write_imagefolder(root, images, records)
 
 
 @pytest.fixture()

@@ -1,12 +1,12 @@
 """FID, k-NN precision/recall and CLIP score against hand computations; feature extractors."""
 
 import importlib.util
-import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_open_clip
 
 from invgen.errors import InvgenConfigError, InvgenModelError
 from invgen.metrics.quality import (
@@ -125,27 +125,8 @@ def test_feature_spec_errors(tmp_path):
             load_feature_extractor(f"inception:{tmp_path / 'w.pth'}")
 
 
-def _tiny_open_clip(folder):
-    import open_clip
-    from safetensors.torch import save_file
-
-    cfg = {
-        "embed_dim": 16,
-        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
-        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
-    }
-    folder.mkdir(parents=True)
-    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
-    torch.manual_seed(0)
-    model = open_clip.CLIP(**cfg)
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors"
-    )
-    return folder
-
-
 def test_clip_features_from_a_tiny_random_open_clip(tmp_path):
-    folder = _tiny_open_clip(tmp_path / "clip")
+    folder = tiny_open_clip(tmp_path / "clip")
     extract = load_feature_extractor(f"clip:{folder}")
     images = np.random.default_rng(0).integers(0, 255, (4, 20, 20, 3), dtype=np.uint8)
     f = extract(images)

@@ -5,9 +5,9 @@ import math
 
 import numpy as np
 import pytest
+from helpers import P3, P5, RGB, write_set
 from PIL import Image
 
-from invgen.data.imagefolder import ImageRecord, write_imagefolder
 from invgen.errors import InvgenConfigError, InvgenDataError
 from invgen.metrics.report import (
     attribute_figures,
@@ -20,18 +20,6 @@ from invgen.metrics.report import (
     write_comparison,
     write_report,
 )
-
-RGB = {"red": (235, 45, 45), "green": (45, 215, 60)}  # the "two" palette, read exactly by the oracle
-P3, P5 = "a photo of the digit 3", "a photo of the digit 5"
-
-
-def write_set(root, spec, size=8):
-    images, records = [], []
-    for prompt, colors in spec.items():
-        for c in colors:
-            images.append(np.full((size, size, 3), RGB.get(c, (0, 0, 0)), dtype=np.uint8))
-            records.append(ImageRecord(f"{len(records):03d}.png", prompt, attributes={"color": c}))
-    return write_imagefolder(root, images, records)
 
 
 @pytest.fixture()

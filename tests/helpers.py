@@ -1,0 +1,42 @@
+"""Builders shared by several test files (imported as `helpers`; pytest puts tests/ on the path)."""
+
+import json
+
+import numpy as np
+import torch
+
+from invgen.data.imagefolder import ImageRecord, write_imagefolder
+
+RGB = {"red": (235, 45, 45), "green": (45, 215, 60)}  # the "two" palette, read exactly by the oracle
+P3, P5 = "a photo of the digit 3", "a photo of the digit 5"
+
+
+def write_set(root, spec, size=8):
+    """An imagefolder with one flat image per color listed under each prompt (unknown colors are black)."""
+    images, records = [], []
+    for prompt, colors in spec.items():
+        for c in colors:
+            images.append(np.full((size, size, 3), RGB.get(c, (0, 0, 0)), dtype=np.uint8))
+            records.append(ImageRecord(f"{len(records):03d}.png", prompt, attributes={"color": c}))
+    return write_imagefolder(root, images, records)
+
+
+def tiny_open_clip(folder):
+    """A tiny random open_clip model saved as a local folder; its state dict also goes to ../weights.pt."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    cfg = {
+        "embed_dim": 16,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
+    folder.mkdir(parents=True)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    torch.manual_seed(0)
+    model = open_clip.CLIP(**cfg)
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors"
+    )
+    torch.save(model.state_dict(), folder.parent / "weights.pt")
+    return folder
