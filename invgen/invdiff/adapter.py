@@ -159,11 +159,3 @@ def trainable_lora_parameters(unet: nn.Module) -> list[nn.Parameter]:
             params.append(p)
     return params
 
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
-def lora_parameter_count(state_dict: dict[str, torch.Tensor]) -> int:
-    return sum(v.numel() for v in state_dict.values())
-

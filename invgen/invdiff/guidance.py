@@ -33,6 +33,7 @@ from invgen.invdiff.adapter import (
     lora_state_dict,
     remove_lora,
     set_lora_scale,
+    trainable_lora_parameters,
 )
 
 CONFIG_NAME = "invgen_guidance.json"
@@ -113,12 +114,7 @@ class InvariantGuidance:
         unet.requires_grad_(False)
         if self.adapter.kind == "lora":
             inject_lora(unet, self.adapter, self.lora_weights)
-            params = []
-            for name, p in unet.named_parameters():
-                if "lora_" in name:
-                    p.requires_grad_(True)
-                    params.append(p)
-            return GuidedUNet(unet, None), params
+            return GuidedUNet(unet, None), trainable_lora_parameters(unet)
         self.module.requires_grad_(True)
         return GuidedUNet(unet, self.module), list(self.module.parameters())
 
