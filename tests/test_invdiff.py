@@ -4,6 +4,7 @@ import torch
 
 from invgen import AdapterConfig, InvariantGuidance
 from invgen.errors import InvgenConfigError, InvgenModelError
+from invgen.invdiff.adapter import lora_layers
 from invgen.invdiff.grouper import fit_group_weights, project_simplex, separation_report
 from invgen.invdiff.objective import group_robust_loss
 
@@ -80,12 +81,21 @@ def test_fuse_lora_matches_and_detach_restores(perturbed_pipe):
     guidance = _trained_guidance(unet, "lora")
     with torch.no_grad():
         base = unet(x, t, encoder_hidden_states=c).sample
-        guidance.attach(perturbed_pipe, scale=1.0)
+        guidance.attach(perturbed_pipe, scale=1.0, fuse=False)
+        assert lora_layers(unet)
         guided = unet(x, t, encoder_hidden_states=c).sample
+        guidance.set_scale(perturbed_pipe, 0.5)
+        half = unet(x, t, encoder_hidden_states=c).sample
         guidance.fuse(perturbed_pipe)
-        from invgen.invdiff.adapter import lora_layers
-
         assert not lora_layers(unet)  # fused: plain layers, no extra cost
+        torch.testing.assert_close(unet(x, t, encoder_hidden_states=c).sample, half, atol=1e-5, rtol=1e-5)
+        guidance.set_scale(perturbed_pipe, 1.0)  # re-folded from the exact base weights
+        assert not lora_layers(unet)
+        torch.testing.assert_close(unet(x, t, encoder_hidden_states=c).sample, guided, atol=1e-5, rtol=1e-5)
+        guidance.detach(perturbed_pipe)
+        assert torch.equal(unet(x, t, encoder_hidden_states=c).sample, base)
+        guidance.attach(perturbed_pipe, scale=1.0)  # the default attach folds too
+        assert not lora_layers(unet)
         torch.testing.assert_close(unet(x, t, encoder_hidden_states=c).sample, guided, atol=1e-5, rtol=1e-5)
         guidance.detach(perturbed_pipe)
         assert torch.equal(unet(x, t, encoder_hidden_states=c).sample, base)

@@ -8,7 +8,8 @@
 The guided prediction is ε̂ = ε_base(x_t, t, c) + s · Δ(x_t, t, c). For `residual` and `copy` adapters Δ
 is a separate network added by a forward hook on `pipe.unet`, so the formula holds exactly for every s.
 For `lora`, Δ is the difference the LoRA makes and s is the LoRA scale: exact at s = 0 and s = 1, first
-order in between; at s = 1 `fuse()` folds it into the weights so sampling costs nothing extra.
+order in between. `attach` folds a LoRA into the weights (at any scale) so sampling costs what the base
+model costs; the replaced weights are kept so that `detach` restores them exactly.
 """
 
 from __future__ import annotations
@@ -143,8 +144,14 @@ class InvariantGuidance:
                 f"for the adapter but {sig.get(k)} for this UNet"
             )
 
-    def attach(self, pipe: Any, scale: float = 1.0) -> Any:
-        """Add the adapter to `pipe.unet` (in place) with guidance scale `scale`; returns `pipe`."""
+    def attach(self, pipe: Any, scale: float = 1.0, fuse: bool = True) -> Any:
+        """Add the adapter to `pipe.unet` (in place) with guidance scale `scale`; returns `pipe`.
+
+        A LoRA adapter is folded into the weights by default (`fuse=True`): sampling then costs what the
+        base model costs, and `detach` still restores the base weights bit for bit from a CPU copy of the
+        wrapped layers. `fuse=False` keeps peft's LoRA layers (extra matmuls on every call), which is what
+        training needs and what one may prefer to save the copy's memory on very large UNets.
+        """
         unet = _unet_of(pipe)
         if id(unet) in self._attached or getattr(unet, "_invgen_guidance", None) is not None:
             raise InvgenModelError("an invgen adapter is already attached to this pipeline; detach it first")
@@ -153,19 +160,39 @@ class InvariantGuidance:
         if self.adapter.kind == "lora":
             if self.lora_weights is None:
                 raise InvgenModelError("this LoRA adapter has no weights yet")
-            inject_lora(unet, self.adapter, self.lora_weights)
-            set_lora_scale(unet, float(scale))
-            for _, layer in lora_layers(unet):
-                layer.to(device=unet.device)
+            self._inject(unet, float(scale))
+            self._attached[id(unet)] = entry
+            if fuse:
+                self._merge(unet, entry)
         else:
             self.module.to(unet.device)
             if next(self.module.parameters()).dtype != unet.dtype:
                 self.module.to(unet.dtype)
             self.module.eval()
             entry["hook"] = unet.register_forward_hook(self._hook(entry), with_kwargs=True)
-        self._attached[id(unet)] = entry
+            self._attached[id(unet)] = entry
         unet._invgen_guidance = self
         return pipe
+
+    def _inject(self, unet: nn.Module, scale: float) -> None:
+        inject_lora(unet, self.adapter, self.lora_weights)
+        set_lora_scale(unet, scale)
+        for _, layer in lora_layers(unet):
+            layer.to(device=unet.device)
+
+    def _merge(self, unet: nn.Module, entry: dict[str, Any]) -> None:
+        originals = {}
+        for name, layer in lora_layers(unet):
+            originals[name] = layer.get_base_layer().weight.detach().to("cpu", copy=True)
+            if entry["scale"] != 0:  # at scale 0 the weights stay the base's, bit for bit
+                layer.merge(adapter_names=[ADAPTER_NAME])
+        remove_lora(unet)
+        entry["fused"] = originals
+
+    def _unmerge(self, unet: nn.Module, entry: dict[str, Any]) -> None:
+        with torch.no_grad():
+            for name, weight in entry.pop("fused").items():
+                unet.get_submodule(name).weight.copy_(weight)
 
     def _hook(self, entry: dict[str, Any]):
         def hook(module, args, kwargs, output):
@@ -186,10 +213,14 @@ class InvariantGuidance:
     def set_scale(self, pipe: Any, scale: float) -> None:
         unet = _unet_of(pipe)
         entry = self._entry(unet)
-        if entry.get("fused"):
-            raise InvgenModelError("the adapter is fused at scale 1; detach and attach again to change the scale")
         entry["scale"] = float(scale)
-        if self.adapter.kind == "lora":
+        if self.adapter.kind != "lora":
+            return
+        if "fused" in entry:  # fold again at the new scale, from the exact base weights
+            self._unmerge(unet, entry)
+            self._inject(unet, float(scale))
+            self._merge(unet, entry)
+        else:
             set_lora_scale(unet, float(scale))
 
     def _entry(self, unet: nn.Module) -> dict[str, Any]:
@@ -198,22 +229,13 @@ class InvariantGuidance:
         return self._attached[id(unet)]
 
     def fuse(self, pipe: Any) -> None:
-        """Fold a LoRA adapter attached at scale 1 into the UNet's weights (no sampling overhead).
-
-        The original weights are kept on the CPU so that `detach` restores the base model exactly.
-        """
+        """Fold a LoRA adapter attached with `fuse=False` into the UNet's weights at its current scale."""
         unet = _unet_of(pipe)
         entry = self._entry(unet)
         if self.adapter.kind != "lora":
             raise InvgenModelError(f"only LoRA adapters can be fused, this one is '{self.adapter.kind}'")
-        if entry["scale"] != 1.0:
-            raise InvgenModelError(f"fuse() needs scale 1 (Δ is exact there), the adapter is at {entry['scale']}")
-        originals = {}
-        for name, layer in lora_layers(unet):
-            originals[name] = layer.get_base_layer().weight.detach().to("cpu", copy=True)
-            layer.merge(adapter_names=[ADAPTER_NAME])
-        remove_lora(unet)
-        entry["fused"] = originals
+        if "fused" not in entry:
+            self._merge(unet, entry)
 
     def detach(self, pipe: Any) -> Any:
         """Remove the adapter: `pipe.unet` computes exactly what it computed before `attach`."""
@@ -222,9 +244,7 @@ class InvariantGuidance:
         if "hook" in entry:
             entry["hook"].remove()
         elif "fused" in entry:
-            with torch.no_grad():
-                for name, weight in entry["fused"].items():
-                    unet.get_submodule(name).weight.copy_(weight)
+            self._unmerge(unet, entry)
         else:
             remove_lora(unet)
         del self._attached[id(unet)]
