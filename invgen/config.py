@@ -91,12 +91,23 @@ def _from_dict(cls: type[T], data: dict, where: str) -> T:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(fields)})"
             raise InvgenConfigError(f"{where}: unknown key '{key}'{hint}")
+        default = fields[key].default_factory
+        if isinstance(value, dict) and default is not dataclasses.MISSING and dataclasses.is_dataclass(default()):
+            # A partial section overrides the parent's defaults for it, not the section class's own.
+            value = _merge(dataclasses.asdict(default()), value)
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}" if where else key)
     try:
         obj = cls(**kwargs)
     except TypeError as e:
         raise InvgenConfigError(f"{where or cls.__name__}: {e}") from None
     return obj
+
+
+def _merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _parse_scalar(text: str) -> Any:

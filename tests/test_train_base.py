@@ -87,3 +87,12 @@ def test_train_cli_takes_overrides_after_the_config_flag(tmp_path, digits_dir):
     code = main(["base", "--config", "configs/digits/base.yaml", f"output_dir={out}", f"data.root={digits_dir}",
                  "data.builder=null", "train.steps=2", "train.batch_size=4"])
     assert code == 0 and (out / "model_index.json").is_file()
+
+
+def test_partial_config_section_keeps_the_parents_defaults():
+    from invgen.config import load_config
+    from invgen.train.base import BaseConfig
+
+    cfg = load_config(BaseConfig, None, ["train.steps=7"])
+    # BaseConfig's own train defaults (lr 2e-3), not TrainConfig's (1e-3), survive a one-key override.
+    assert cfg.train.steps == 7 and cfg.train.learning_rate == 2e-3

@@ -135,9 +135,12 @@ class PixelTextToImagePipeline(DiffusionPipeline):
             stepped = self.scheduler.step(eps, t, x, generator=generator).prev_sample
             x = torch.where(active[:, None, None, None], stepped, x)
             if callback_on_step_end is not None:
+                # As in diffusers' pipelines: the callback may replace the latents or the prompt embeddings
+                # (rows [uncond; cond] under classifier-free guidance) for the following steps.
                 names = callback_on_step_end_tensor_inputs or ["latents"]
-                out = callback_on_step_end(self, i, t, {k: x for k in names if k == "latents"})
-                x = (out or {}).get("latents", x)
+                state = {"latents": x, "prompt_embeds": embeds}
+                out = callback_on_step_end(self, i, t, {k: state[k] for k in names if k in state}) or {}
+                x, embeds = out.get("latents", x), out.get("prompt_embeds", embeds)
 
         images = (x / 2 + 0.5).clamp(0, 1)
         if output_type == "pt":
