@@ -1,0 +1,239 @@
+"""CDvG trainer: `accelerate launch -m invgen.train cdvg --config configs/digits/cdvg.yaml`.
+
+loss = cross-entropy(classifier(encoder(x)), y) + α · contrastive(projection(encoder([x, views])))
+
+where each image's bias-transformed views are its positives (`contrastive.positives: instance`; or every
+image of the same class, `class`). The contrastive loss is pytorch-metric-learning's (NT-Xent or SupCon).
+Views are computed once before training, by the main process, through the on-disk cache, so every epoch
+and every process reads the same views. `translator.kind: none` is the plain cross-entropy baseline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+from torch import nn
+
+from invgen.config import check, dump_config
+from invgen.errors import InvgenModelError
+from invgen.models.encoders import build_encoder
+from invgen.train.data import DataConfig, prepare_dataset
+from invgen.train.loop import TrainConfig, Trainer
+
+MODEL_DIR = "model"
+
+
+@dataclass
+class TranslatorConfig:
+    kind: str = "diffusion"  # diffusion | learned | none (plain cross-entropy)
+    # A diffusers pipeline folder (diffusion) or a LearnedTranslator folder (learned), trained on the
+    # biased training set. With `train_if_missing` it is trained here first, for `train_steps` steps.
+    model: str = "runs/digits/cdvg_translator"
+    train_if_missing: bool = True
+    train_steps: int = 1000
+    strength: float = 1.0
+    switch: float | None = 0.8
+    num_inference_steps: int = 20
+    guidance_scale: float = 2.0
+    views: int = 2
+    seed: int = 0
+    cache_dir: str | None = None  # default: <model>/views_cache
+
+    def validate(self, prefix: str = "translator") -> None:
+        kinds = ("diffusion", "learned", "none")
+        check(self.kind in kinds, f"{prefix}.kind", f"must be one of {kinds}, got '{self.kind}'")
+        check(self.views >= 1, f"{prefix}.views", f"must be at least 1, got {self.views}")
+        check(0 < self.strength <= 1, f"{prefix}.strength", f"must be in (0, 1], got {self.strength}")
+        check(self.train_steps > 0, f"{prefix}.train_steps", "must be positive")
+
+
+@dataclass
+class EncoderConfig:
+    name: str = "small_resnet"  # or timm:<name> / torchvision:<name>
+    pretrained: bool = False
+    widths: list[int] = field(default_factory=lambda: [16, 32, 64])
+    projection_dim: int = 64
+
+
+@dataclass
+class ContrastiveConfig:
+    alpha: float = 1.0
+    loss: str = "supcon"  # supcon (multi-positive NT-Xent) | ntxent
+    temperature: float = 0.1
+    positives: str = "instance"  # instance (an image and its views) | class
+
+    def validate(self, prefix: str = "contrastive") -> None:
+        check(self.alpha >= 0, f"{prefix}.alpha", f"must be 0 or more, got {self.alpha}")
+        check(self.loss in ("ntxent", "supcon"), f"{prefix}.loss", f"must be ntxent or supcon, got '{self.loss}'")
+        check(self.temperature > 0, f"{prefix}.temperature", "must be positive")
+        check(self.positives in ("instance", "class"), f"{prefix}.positives", "must be instance or class")
+
+
+@dataclass
+class CDvGConfig:
+    output_dir: str = "runs/digits/cdvg"
+    data: DataConfig = field(default_factory=lambda: DataConfig(root="runs/digits/data_ten", palette="ten",
+                                                                p_align=0.99))
+    num_classes: int = 10
+    translator: TranslatorConfig = field(default_factory=TranslatorConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    train: TrainConfig = field(
+        default_factory=lambda: TrainConfig(steps=600, batch_size=128, learning_rate=2e-3, warmup_steps=20,
+                                            weight_decay=1e-4, checkpoint_every=200)
+    )
+
+    def validate(self) -> None:
+        self.data.validate()
+        self.translator.validate()
+        self.contrastive.validate()
+        self.train.validate()
+        check(self.num_classes >= 2, "num_classes", f"must be at least 2, got {self.num_classes}")
+
+
+class CDvGClassifier(ModelMixin, ConfigMixin):
+    """Encoder + linear classifier + projection head (the head is only used for the contrastive loss)."""
+
+    @register_to_config
+    def __init__(self, encoder_name: str = "small_resnet", widths: tuple[int, ...] = (16, 32, 64), num_classes: int = 10,
+                 projection_dim: int = 64, pretrained: bool = False):
+        super().__init__()
+        self.encoder = build_encoder(encoder_name, pretrained=pretrained, widths=tuple(widths))
+        d = self.encoder.feature_dim
+        self.classifier = nn.Linear(d, num_classes)
+        self.projection = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, projection_dim))
+
+    def forward(self, x: torch.Tensor, project: bool = False):
+        """Class logits, and with `project=True` also the projection of the features."""
+        feats = self.encoder(x)
+        logits = self.classifier(feats)
+        return (logits, self.projection(feats)) if project else logits
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+        self.eval()
+        device = next(self.parameters()).device
+        return torch.cat([self(images[i : i + batch_size].to(device)).argmax(1).cpu()
+                          for i in range(0, len(images), batch_size)])
+
+
+def contrastive_loss_fn(cfg: ContrastiveConfig):
+    from pytorch_metric_learning import losses
+
+    if cfg.loss == "supcon":
+        return losses.SupConLoss(temperature=cfg.temperature)
+    return losses.NTXentLoss(temperature=cfg.temperature)
+
+
+def build_transform(cfg: CDvGConfig, is_main: bool = True):
+    """The (cached) bias transform of `cfg.translator`, training its model first if asked and missing."""
+    from invgen.cdvg.learned import LearnedTranslator, LearnedTranslatorConfig, train_learned_translator
+    from invgen.cdvg.transforms import CachedTransform, DiffusionTranslator
+
+    t = cfg.translator
+    model = Path(t.model)
+    if t.kind == "diffusion":
+        from invgen.models.loading import load_pipeline
+        from invgen.train.base import BaseConfig, pipeline_complete, train_base
+
+        if not pipeline_complete(model):
+            if not t.train_if_missing:
+                raise InvgenModelError(f"translator.model {model} is not a diffusers pipeline folder")
+            from invgen.models.tiny import TinyUNetConfig
+
+            base = BaseConfig(output_dir=str(model), data=cfg.data, model=TinyUNetConfig(sample_size=cfg.data.size))
+            base.train.steps = t.train_steps
+            base.validate()
+            train_base(base, resume=True)
+        inner = DiffusionTranslator(load_pipeline(model), strength=t.strength, switch=t.switch,
+                                    num_inference_steps=t.num_inference_steps, guidance_scale=t.guidance_scale)
+    else:
+        if not (model / "model" / "config.json").is_file() and not (model / "config.json").is_file():
+            if not t.train_if_missing:
+                raise InvgenModelError(f"translator.model {model} is not a trained LearnedTranslator")
+            lt = LearnedTranslatorConfig(output_dir=str(model), data=cfg.data, num_classes=cfg.num_classes)
+            lt.train.steps = t.train_steps
+            train_learned_translator(lt, resume=True)
+        inner = LearnedTranslator.from_pretrained(model)
+    return CachedTransform(inner, t.cache_dir or model / "views_cache")
+
+
+def view_seed(seed: int, source: int, view: int) -> int:
+    return (seed * 1_000_003 + source * 101 + view) % (2**62)
+
+
+def compute_views(cfg: CDvGConfig, images: torch.Tensor, labels: torch.Tensor, is_main: bool = True):
+    """(N, V, 3, H, W) views of every training image; the main process fills the cache, then all read it."""
+    from accelerate import PartialState
+    from tqdm.auto import tqdm
+
+    state = PartialState()
+    t = cfg.translator
+    transform = None
+    if is_main:
+        transform = build_transform(cfg, is_main)
+    state.wait_for_everyone()
+    if transform is None:
+        transform = build_transform(cfg, is_main)
+    views = torch.empty((len(images), t.views, *images.shape[1:]))
+    chunk = 512
+    with tqdm(total=len(images) * t.views, desc="views", disable=not is_main) as bar:
+        for v in range(t.views):
+            for i in range(0, len(images), chunk):
+                idx = range(i, min(i + chunk, len(images)))
+                seeds = [view_seed(t.seed, j, v) for j in idx]
+                views[i : i + len(idx), v] = transform.transform(images[i : i + len(idx)], labels[i : i + len(idx)],
+                                                                 seeds=seeds)
+                bar.update(len(idx))
+    return views
+
+
+def train_cdvg(cfg: CDvGConfig, resume: bool = False) -> Path:
+    from invgen.cdvg.data import load_labelled_images
+
+    out = Path(cfg.output_dir)
+    enc = cfg.encoder
+    model = CDvGClassifier(enc.name, tuple(enc.widths), cfg.num_classes, enc.projection_dim, enc.pretrained)
+    trainer = Trainer(cfg.train, out, model, desc=f"cdvg[{cfg.translator.kind}]")
+    if trainer.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "train_config.yaml")
+    split = prepare_dataset(cfg.data, trainer.is_main)
+    trainer.accelerator.wait_for_everyone()
+    images, labels, _ = load_labelled_images(split, cfg.num_classes)
+    views = None
+    if cfg.translator.kind != "none":
+        views = compute_views(cfg, images, labels, trainer.is_main)
+    con = contrastive_loss_fn(cfg.contrastive)
+    if resume:
+        trainer.resume()
+
+    def compute_loss(model, step, micro, gen):
+        idx = torch.randint(0, len(images), (cfg.train.batch_size,), generator=gen)
+        x, y = trainer.shard(images[idx]), trainer.shard(labels[idx])
+        if views is None:
+            return F.cross_entropy(model(x), y)
+        v = trainer.shard(views[idx])  # (b, V, 3, H, W)
+        b, nv = v.shape[:2]
+        # One call through the (possibly DDP-wrapped) model, so gradients are synchronised across processes.
+        logits, z = model(torch.cat([x, v.flatten(0, 1)]), project=True)
+        ce = F.cross_entropy(logits[:b], y)
+        z = F.normalize(z, dim=1)
+        ids = torch.arange(b, device=x.device) if cfg.contrastive.positives == "instance" else y
+        # Rows are [x_0..x_b, view(0,0), view(0,1), ..., view(b-1, V-1)]: a view shares its image's id.
+        group = torch.cat([ids, ids.repeat_interleave(nv)])
+        return ce + cfg.contrastive.alpha * con(z, group)
+
+    trainer.fit(compute_loss)
+    if trainer.is_main:
+        from invgen.atomic import atomic_dir
+
+        with atomic_dir(out / MODEL_DIR) as tmp:
+            trainer.unwrap().save_pretrained(tmp)
+    trainer.accelerator.wait_for_everyone()
+    return out / MODEL_DIR
