@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.invgen-installed
 
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup demo app test test-slow lint bench clean
 
 $(STAMP): pyproject.toml
 	@echo ">> setting up $(VENV) (torch 2.14.1 + invgen[app,dev]); first time takes a few minutes"
@@ -18,6 +18,11 @@ setup: $(STAMP)
 
 demo: setup
 	$(PY) -m invgen.cli demo --out runs/demo
+
+# The browser app over runs/ (RUNS=... PORT=... to change); stop it with Ctrl-C.
+RUNS ?= runs
+app: setup
+	$(PY) -m invgen.cli app --runs $(RUNS) $(if $(PORT),--port $(PORT))
 
 test: setup
 	$(PY) -m pytest -q

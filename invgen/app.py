@@ -343,14 +343,17 @@ def _views_tab(gr, models: _Models, pipeline) -> None:
         lines = [p.strip() for p in (text or "").splitlines() if p.strip()]
         return lines or digit_prompts()
 
+    def source_class(text: str, label) -> tuple[list[str], int]:
+        prompts, label = class_prompts_of(text), int(label)
+        if not 0 <= label < len(prompts):
+            raise InvgenConfigError(f"the source class must lie in 0..{len(prompts) - 1}, got {label}")
+        return prompts, label
+
     @_friendly
     def sample_one(pipeline_name, class_text, label, seed, steps):
         from invgen.sampling import generate
 
-        prompts = class_prompts_of(class_text)
-        label = int(label)
-        if not 0 <= label < len(prompts):
-            raise InvgenConfigError(f"the source class must lie in 0..{len(prompts) - 1}, got {label}")
+        prompts, label = source_class(class_text, label)
         with models.lock:
             pipe = models.pipeline(pipeline_name)
             image = generate(pipe, [prompts[label]], [int(seed)], progress=False, num_inference_steps=int(steps))
@@ -362,10 +365,7 @@ def _views_tab(gr, models: _Models, pipeline) -> None:
 
         if image is None:
             raise InvgenConfigError("upload an image or sample one first")
-        prompts = class_prompts_of(class_text)
-        label = int(label)
-        if not 0 <= label < len(prompts):
-            raise InvgenConfigError(f"the source class must lie in 0..{len(prompts) - 1}, got {label}")
+        prompts, label = source_class(class_text, label)
         with models.lock:
             pipe = models.pipeline(pipeline_name)
             x = _image_tensor(pipe, image)

@@ -36,6 +36,16 @@ def _register_commands() -> None:
     from invgen.metrics.cli import metrics_command
 
     app.command("metrics")(metrics_command)
+    from invgen.views.cli import genview_command
+
+    views_app = typer.Typer(help="Generative views (GenView) for contrastive learning.", no_args_is_help=True)
+    views_app.command("genview")(genview_command)
+    app.add_typer(views_app, name="views")
+    from invgen.cdvg.cli import eval_cdvg_command
+
+    eval_app = typer.Typer(help="Evaluate trained models.", no_args_is_help=True)
+    eval_app.command("cdvg")(eval_cdvg_command)
+    app.add_typer(eval_app, name="eval")
 
 
 _register_commands()
@@ -55,14 +65,17 @@ def sample(
     batch_size: int = typer.Option(64, "--batch-size"),
 ) -> None:
     """Generate an image set (imagefolder + metadata.jsonl); split across `accelerate launch` processes."""
-    from accelerate import PartialState
-
+    from invgen.distributed import process_state
+    from invgen.errors import InvgenConfigError
     from invgen.models.loading import load_pipeline
     from invgen.sampling import read_prompts, sample_to_imagefolder
 
+    for option, value in (("--per-prompt", per_prompt), ("--steps", steps), ("--batch-size", batch_size)):
+        if value <= 0:
+            raise InvgenConfigError(f"{option} must be positive, got {value}")
     texts = read_prompts(prompts)
     pipe = load_pipeline(pipeline)
-    pipe.to(PartialState().device)
+    pipe.to(process_state().device)
     if guidance:
         from invgen.invdiff.guidance import InvariantGuidance
 
@@ -71,7 +84,7 @@ def sample(
             "num_inference_steps": steps, "guidance_scale": guidance_scale}
     sample_to_imagefolder(pipe, texts, per_prompt, out, seed=seed, batch_size=batch_size, info=info,
                           num_inference_steps=steps, guidance_scale=guidance_scale)
-    if PartialState().is_main_process:
+    if process_state().is_main_process:
         typer.echo(f"wrote {len(texts) * per_prompt} images to {out}")
 
 
@@ -84,6 +97,29 @@ def demo(
     from invgen.demo import run_demo
 
     run_demo(out, quick=quick)
+
+
+_BOOL_WORDS = {"true": True, "yes": True, "1": True, "on": True, "false": False, "no": False, "0": False, "off": False}
+
+
+@app.command("app")
+def app_command(
+    runs: Path = typer.Option(Path("runs"), "--runs", help="folder to list pipelines and InvDiff adapters from"),
+    port: int | None = typer.Option(None, "--port", help="port (default: the first free one from 7860)"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (0.0.0.0: the whole network)"),
+    share: str = typer.Option("false", "--share", metavar="true|false", help="a public gradio.live link"),
+    pipeline: str | None = typer.Option(None, "--pipeline", help="pipeline to start with (folder or hub id)"),
+    adapter: str | None = typer.Option(None, "--adapter", help="adapter to start with"),
+    clip: Path | None = typer.Option(None, "--clip", help="local open_clip weights for zero-shot attributes"),
+) -> None:
+    """Open the Gradio app: base and debiased grids side by side, attribute histograms, metrics, views."""
+    from invgen.app import launch
+    from invgen.errors import InvgenConfigError
+
+    if share.strip().lower() not in _BOOL_WORDS:
+        raise InvgenConfigError(f"--share must be true or false, got '{share}'")
+    launch(runs, pipeline=pipeline, adapter=adapter, host=host, port=port, share=_BOOL_WORDS[share.strip().lower()],
+           clip=clip)
 
 
 def main(argv: list[str] | None = None) -> int:

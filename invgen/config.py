@@ -44,6 +44,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 errors.append(str(e))
         raise InvgenConfigError(errors[0] if errors else f"{where}: invalid value {value!r}")
     if origin is typing.Literal:
+        # YAML 1.1 reads a bare `no`/`yes` as a boolean: take it back as the word when the choice exists.
+        if isinstance(value, bool) and not any(isinstance(a, bool) for a in args):
+            word = {False: "no", True: "yes"}[value]
+            value = word if word in args else value
         if value not in args:
             raise InvgenConfigError(f"{where}: expected one of {list(args)}, got {value!r}")
         return value
@@ -90,7 +94,8 @@ def _from_dict(cls: type[T], data: dict, where: str) -> T:
         if key not in fields:
             close = difflib.get_close_matches(str(key), list(fields), n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(fields)})"
-            raise InvgenConfigError(f"{where}: unknown key '{key}'{hint}")
+            at = f"{where}: " if where else ""  # top-level keys have no section to name
+            raise InvgenConfigError(f"{at}unknown key {key!r}{hint}")
         default = fields[key].default_factory
         if isinstance(value, dict) and default is not dataclasses.MISSING and dataclasses.is_dataclass(default()):
             # A partial section overrides the parent's defaults for it, not the section class's own.

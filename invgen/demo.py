@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from invgen.atomic import write_json, write_text
+from invgen.atomic import atomic_file, write_json, write_text
 from invgen.config import load_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "digits"
@@ -122,11 +122,12 @@ def write_report(out: Path, figures: dict, images: dict, per_prompt: int) -> dic
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from PIL import Image
+
+    from invgen.data.imagefolder import save_image
 
     out.mkdir(parents=True, exist_ok=True)
     for name, ims in images.items():
-        Image.fromarray(_grid(ims, per_prompt)).save(out / f"grid_{name}.png")
+        save_image(_grid(ims, per_prompt), out / f"grid_{name}.png")  # atomic, as every file users keep
 
     digits = list(range(10))
     fig, ax = plt.subplots(figsize=(8, 3.2))
@@ -145,7 +146,8 @@ def write_report(out: Path, figures: dict, images: dict, per_prompt: int) -> dic
     ax.legend()
     ax.set_title("Color bias per prompt (0.5 = balanced)")
     fig.tight_layout()
-    fig.savefig(out / "bias_per_prompt.png", dpi=110)
+    with atomic_file(out / "bias_per_prompt.png", "wb") as f:
+        fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
 
     text = [

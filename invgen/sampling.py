@@ -66,13 +66,12 @@ def sample_to_imagefolder(
     Each PNG is written atomically; `metadata.jsonl` is written last, so a set with it is complete.
     A batch whose images all exist is skipped on resume.
     """
-    from accelerate import PartialState
-
     from invgen.data.imagefolder import ImageRecord, save_image, write_metadata
+    from invgen.distributed import process_state
 
     if per_prompt <= 0:
         raise InvgenDataError(f"per_prompt must be positive, got {per_prompt}")
-    state = PartialState()
+    state = process_state()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     n = len(prompts) * per_prompt

@@ -3,7 +3,8 @@
     python scripts/bench_invdiff.py [--quick] [--base runs/demo/base] [--out benchmarks/invdiff.json]
 
 Writes {"base"|"invdiff"|"oracle": {"bias_score", "fidelity"}, "adapter_param_fraction",
-"sampling_overhead" (default attach, LoRA folded), "sampling_overhead_unfused", "group_agreement", ...}. Timings are ratios within one run.
+"sampling_overhead" (default attach, LoRA folded), "sampling_overhead_unfused", "group_agreement", ...}.
+Timings are ratios within one run.
 """
 
 from __future__ import annotations

@@ -40,3 +40,19 @@ def tiny_open_clip(folder):
     )
     torch.save(model.state_dict(), folder.parent / "weights.pt")
     return folder
+
+
+def launch_two_cpu(args, cwd=None, timeout=600):
+    """Run `args` (a script or `-m module` and its arguments) in two CPU processes joined over gloo.
+
+    `accelerate launch --cpu --num_processes 2` starts a single process without mpirun; `--multi_gpu` with
+    ACCELERATE_USE_CPU=1 starts two that `Accelerator` and `invgen.distributed.process_state` join.
+    """
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *args]
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)

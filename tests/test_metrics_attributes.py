@@ -157,14 +157,7 @@ def test_clip_spec_errors(tmp_path):
 def test_checkpoint_classifier_round_trip(tmp_path, digits16):
     train, test = digits16["train"], digits16["test"]
     names = ColorOracle("two").names
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a model this small trains ~40× faster on one thread when the cores are busy
-    try:
-        model = train_attribute_cnn(
-            train.images, _truth(train, names), names, attribute="color", steps=60, seed=0
-        )
-    finally:
-        torch.set_num_threads(threads)
+    model = train_attribute_cnn(train.images, _truth(train, names), names, attribute="color", steps=60, seed=0)
     model.save_pretrained(tmp_path / "clf")
     clf = load_classifier(f"checkpoint:{tmp_path / 'clf'}", attribute="color")
     assert clf.names == names and clf.attribute == "color"

@@ -1,10 +1,7 @@
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
+from helpers import launch_two_cpu
 
 from invgen.cli import main
 from invgen.data.imagefolder import read_imagefolder
@@ -63,10 +60,7 @@ def test_sample_bad_input_is_one_sentence(saved_pipe, tmp_path, capsys):
 def test_two_processes_write_the_same_set_as_one(saved_pipe, tmp_path):
     path, prompts = saved_pipe
     assert main(_args(path, prompts, tmp_path / "one")) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "2", "--cpu",
-           "-m", "invgen.cli", *_args(path, prompts, tmp_path / "two")]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    done = launch_two_cpu(["-m", "invgen.cli", *_args(path, prompts, tmp_path / "two")], timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     one, two = read_imagefolder(tmp_path / "one"), read_imagefolder(tmp_path / "two")
     assert [r.file_name for r in one.records] == [r.file_name for r in two.records]

@@ -96,3 +96,10 @@ def test_partial_config_section_keeps_the_parents_defaults():
     cfg = load_config(BaseConfig, None, ["train.steps=7"])
     # BaseConfig's own train defaults (lr 2e-3), not TrainConfig's (1e-3), survive a one-key override.
     assert cfg.train.steps == 7 and cfg.train.learning_rate == 2e-3
+
+
+def test_bare_no_for_mixed_precision_is_the_word_no():
+    from invgen.config import load_config
+    from invgen.train.base import BaseConfig
+
+    assert load_config(BaseConfig, None, ["train.mixed_precision=no"]).train.mixed_precision == "no"

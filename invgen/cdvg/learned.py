@@ -24,11 +24,12 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from torch.func import functional_call
 
-from invgen.cdvg.transforms import BiasTransform, _weights_digest
-from invgen.config import check, dump_config
+from invgen.cdvg.transforms import BiasTransform
+from invgen.config import check
 from invgen.errors import InvgenModelError
-from invgen.train.data import DataConfig, prepare_dataset
+from invgen.train.data import DataConfig, start_run
 from invgen.train.loop import TrainConfig, Trainer
+from invgen.view_cache import weights_digest
 
 
 class TranslatorNet(ModelMixin, ConfigMixin):
@@ -114,13 +115,10 @@ def train_learned_translator(cfg: LearnedTranslatorConfig, resume: bool = False)
 
     cfg.validate()
     out = Path(cfg.output_dir)
+    torch.manual_seed(cfg.train.seed)  # the initialisation: the same in every process and every run
     net = TranslatorNet(cfg.num_classes, cfg.channels, cfg.blocks)
     trainer = Trainer(cfg.train, out, net, desc="translator")
-    if trainer.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out / "train_config.yaml")
-    split = prepare_dataset(cfg.data, trainer.is_main)
-    trainer.accelerator.wait_for_everyone()
+    split = start_run(trainer, cfg)
     images, labels, _ = load_labelled_images(split, cfg.num_classes)
     if resume:
         trainer.resume()
@@ -148,7 +146,7 @@ class LearnedTranslator(BiasTransform):
         self.net = net.eval().requires_grad_(False)
         self.num_classes = int(net.config.num_classes)
         self.batch_size = batch_size
-        self._fingerprint = f"learned|{_weights_digest(net)}"
+        self._fingerprint = f"learned|{weights_digest(net)}"
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> LearnedTranslator:

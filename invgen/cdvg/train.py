@@ -19,10 +19,10 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from invgen.config import check, dump_config
+from invgen.config import check
 from invgen.errors import InvgenModelError
 from invgen.models.encoders import build_encoder
-from invgen.train.data import DataConfig, prepare_dataset
+from invgen.train.data import DataConfig, start_run
 from invgen.train.loop import TrainConfig, Trainer
 
 MODEL_DIR = "model"
@@ -35,12 +35,12 @@ class TranslatorConfig:
     # biased training set. With `train_if_missing` it is trained here first, for `train_steps` steps.
     model: str = "runs/digits/cdvg_translator"
     train_if_missing: bool = True
-    train_steps: int = 1000
+    train_steps: int = 800
     strength: float = 1.0
     switch: float | None = 0.8
     num_inference_steps: int = 20
     guidance_scale: float = 2.0
-    views: int = 2
+    views: int = 1
     seed: int = 0
     cache_dir: str | None = None  # default: <model>/views_cache
 
@@ -63,13 +63,17 @@ class EncoderConfig:
 @dataclass
 class ContrastiveConfig:
     alpha: float = 1.0
-    loss: str = "supcon"  # supcon (multi-positive NT-Xent) | ntxent
+    loss: str = "supcon"  # supcon (multi-positive NT-Xent) | ntxent | quality_driven (GenView, invgen.views)
     temperature: float = 0.1
     positives: str = "instance"  # instance (an image and its views) | class
+    quality_temperature: float = 1.0  # quality_driven only: GenView's gamma
 
     def validate(self, prefix: str = "contrastive") -> None:
         check(self.alpha >= 0, f"{prefix}.alpha", f"must be 0 or more, got {self.alpha}")
-        check(self.loss in ("ntxent", "supcon"), f"{prefix}.loss", f"must be ntxent or supcon, got '{self.loss}'")
+        losses = ("supcon", "ntxent", "quality_driven")
+        check(self.loss in losses, f"{prefix}.loss", f"must be one of {losses}, got '{self.loss}'")
+        check(self.loss != "quality_driven" or self.positives == "instance", f"{prefix}.positives",
+              "quality_driven pairs each image with its own view: use positives: instance")
         check(self.temperature > 0, f"{prefix}.temperature", "must be positive")
         check(self.positives in ("instance", "class"), f"{prefix}.positives", "must be instance or class")
 
@@ -84,7 +88,7 @@ class CDvGConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=600, batch_size=128, learning_rate=2e-3, warmup_steps=20,
+        default_factory=lambda: TrainConfig(steps=400, batch_size=128, learning_rate=2e-3, warmup_steps=20,
                                             weight_decay=1e-4, checkpoint_every=200)
     )
 
@@ -100,8 +104,14 @@ class CDvGClassifier(ModelMixin, ConfigMixin):
     """Encoder + linear classifier + projection head (the head is only used for the contrastive loss)."""
 
     @register_to_config
-    def __init__(self, encoder_name: str = "small_resnet", widths: tuple[int, ...] = (16, 32, 64), num_classes: int = 10,
-                 projection_dim: int = 64, pretrained: bool = False):
+    def __init__(
+        self,
+        encoder_name: str = "small_resnet",
+        widths: tuple[int, ...] = (16, 32, 64),
+        num_classes: int = 10,
+        projection_dim: int = 64,
+        pretrained: bool = False,
+    ):
         super().__init__()
         self.encoder = build_encoder(encoder_name, pretrained=pretrained, widths=tuple(widths))
         d = self.encoder.feature_dim
@@ -127,10 +137,14 @@ def contrastive_loss_fn(cfg: ContrastiveConfig):
 
     if cfg.loss == "supcon":
         return losses.SupConLoss(temperature=cfg.temperature)
+    if cfg.loss == "quality_driven":
+        from invgen.views.losses import QualityDrivenContrastiveLoss
+
+        return QualityDrivenContrastiveLoss(cfg.temperature, cfg.quality_temperature)
     return losses.NTXentLoss(temperature=cfg.temperature)
 
 
-def build_transform(cfg: CDvGConfig, is_main: bool = True):
+def build_transform(cfg: CDvGConfig):
     """The (cached) bias transform of `cfg.translator`, training its model first if asked and missing."""
     from invgen.cdvg.learned import LearnedTranslator, LearnedTranslatorConfig, train_learned_translator
     from invgen.cdvg.transforms import CachedTransform, DiffusionTranslator
@@ -170,16 +184,23 @@ def view_seed(seed: int, source: int, view: int) -> int:
 def compute_views(cfg: CDvGConfig, images: torch.Tensor, labels: torch.Tensor, is_main: bool = True):
     """(N, V, 3, H, W) views of every training image; the main process fills the cache, then all read it."""
     from accelerate import PartialState
-    from tqdm.auto import tqdm
 
     state = PartialState()
     t = cfg.translator
-    transform = None
-    if is_main:
-        transform = build_transform(cfg, is_main)
+    # Every process takes part: training a missing translator is itself a (distributed) run.
+    transform = build_transform(cfg)
     state.wait_for_everyone()
-    if transform is None:
-        transform = build_transform(cfg, is_main)
+    if not is_main:
+        state.wait_for_everyone()  # the main process fills the cache first; the others then read it
+    views = _fill_views(transform, t, images, labels, is_main)
+    if is_main:
+        state.wait_for_everyone()
+    return views
+
+
+def _fill_views(transform, t: TranslatorConfig, images: torch.Tensor, labels: torch.Tensor, is_main: bool):
+    from tqdm.auto import tqdm
+
     views = torch.empty((len(images), t.views, *images.shape[1:]))
     chunk = 512
     with tqdm(total=len(images) * t.views, desc="views", disable=not is_main) as bar:
@@ -198,18 +219,24 @@ def train_cdvg(cfg: CDvGConfig, resume: bool = False) -> Path:
 
     out = Path(cfg.output_dir)
     enc = cfg.encoder
+    torch.manual_seed(cfg.train.seed)  # the initialisation: the same in every process and every run
     model = CDvGClassifier(enc.name, tuple(enc.widths), cfg.num_classes, enc.projection_dim, enc.pretrained)
+    if cfg.translator.kind == "none":
+        # No views, no contrastive term: a head without gradients would stall DDP's gradient reduction.
+        model.projection.requires_grad_(False)
     trainer = Trainer(cfg.train, out, model, desc=f"cdvg[{cfg.translator.kind}]")
-    if trainer.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out / "train_config.yaml")
-    split = prepare_dataset(cfg.data, trainer.is_main)
-    trainer.accelerator.wait_for_everyone()
+    split = start_run(trainer, cfg)
     images, labels, _ = load_labelled_images(split, cfg.num_classes)
     views = None
     if cfg.translator.kind != "none":
         views = compute_views(cfg, images, labels, trainer.is_main)
     con = contrastive_loss_fn(cfg.contrastive)
+    quality = None
+    if cfg.contrastive.loss == "quality_driven":
+        from invgen.views.foreground import SaliencyForeground
+        from invgen.views.train import FrozenFeatures
+
+        quality = SaliencyForeground(), FrozenFeatures()
     if resume:
         trainer.resume()
 
@@ -223,6 +250,14 @@ def train_cdvg(cfg: CDvGConfig, resume: bool = False) -> Path:
         # One call through the (possibly DDP-wrapped) model, so gradients are synchronised across processes.
         logits, z = model(torch.cat([x, v.flatten(0, 1)]), project=True)
         ce = F.cross_entropy(logits[:b], y)
+        if quality is not None:  # GenView's loss: each image against its first view, pairs weighted by quality
+            from invgen.views.losses import pair_similarities
+
+            saliency, frozen = quality
+            first = v[:, 0]
+            with torch.no_grad():
+                fg, bg = pair_similarities(frozen(x), frozen(first), saliency(x), saliency(first))
+            return ce + cfg.contrastive.alpha * con(z[:b], z[b::nv], fg, bg)
         z = F.normalize(z, dim=1)
         ids = torch.arange(b, device=x.device) if cfg.contrastive.positives == "instance" else y
         # Rows are [x_0..x_b, view(0,0), view(0,1), ..., view(b-1, V-1)]: a view shares its image's id.

@@ -15,7 +15,6 @@ depend on the batch it was computed in: that is what lets the cache key a view b
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -23,15 +22,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
-from invgen.atomic import atomic_file
 from invgen.errors import InvgenDataError, InvgenModelError
-
-
-def per_image_seeds(n: int, generator: torch.Generator | None) -> list[int]:
-    g = generator if generator is not None else torch.Generator().manual_seed(0)
-    return [int(s) for s in torch.randint(0, 2**62, (n,), generator=g)]
+from invgen.view_cache import from_uint8, per_image_seeds, read_cached, store, to_uint8, weights_digest
 
 
 def draw_targets(labels: Sequence[int], seeds: Sequence[int], num_classes: int) -> list[int]:
@@ -87,14 +80,6 @@ class BiasTransform(ABC):
     __call__ = transform
 
 
-def _weights_digest(module: torch.nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, p in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(f"{float(p.double().sum()):.10e}".encode())
-    return h.hexdigest()[:16]
-
-
 class DiffusionTranslator(BiasTransform):
     """A frozen text-conditioned diffusion pipeline as a class-to-class translator (SDEdit).
 
@@ -147,7 +132,7 @@ class DiffusionTranslator(BiasTransform):
         if self._fingerprint is None:
             settings = (f"diffusion|{self.class_prompts}|{self.strength}|{self.switch}|{self.steps}|"
                         f"{self.guidance_scale}")
-            self._fingerprint = f"{settings}|{_weights_digest(self.pipe.unet)}"
+            self._fingerprint = f"{settings}|{weights_digest(self.pipe.unet)}"
         return self._fingerprint
 
     def _source_embeds(self, prompts: list[str]) -> torch.Tensor:
@@ -197,14 +182,6 @@ class DiffusionTranslator(BiasTransform):
         return torch.cat(out)
 
 
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
-def _from_uint8(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1).float() / 127.5 - 1.0
-
-
 class CachedTransform(BiasTransform):
     """Wraps a transform; each view is stored as a PNG under `cache_dir`, keyed by the transform's
     fingerprint, the image's 8-bit pixels, its class, the target class and the seed. Views are 8-bit like the images
@@ -229,31 +206,17 @@ class CachedTransform(BiasTransform):
         return self.cache_dir / d[:2] / f"{d}.png"
 
     def _translate(self, images: torch.Tensor, targets: list[int], seeds: list[int], labels: list[int]):
-        pixels = [_to_uint8(x) for x in images]
+        pixels = [to_uint8(x) for x in images]
         paths = [self._key(p, a, t, s) for p, a, t, s in zip(pixels, labels, targets, seeds, strict=True)]
-        out: list[torch.Tensor | None] = [None] * len(images)
-        todo = []
-        for i, path in enumerate(paths):
-            if path.is_file():
-                try:
-                    out[i] = _from_uint8(np.asarray(Image.open(path).convert("RGB")))
-                    continue
-                except OSError:
-                    pass  # unreadable entry: compute it again
-            todo.append(i)
+        out, todo = read_cached(paths)
         self.hits += len(images) - len(todo)
         self.misses += len(todo)
         if todo:
             # The inner transform sees the 8-bit image too, so cold and warm runs start from the same input.
-            x = torch.stack([_from_uint8(pixels[i]) for i in todo])
+            x = torch.stack([from_uint8(pixels[i]) for i in todo])
             fresh = self.inner.transform(
                 x, [labels[i] for i in todo], [targets[i] for i in todo], seeds=[seeds[i] for i in todo]
             )
             for j, i in enumerate(todo):
-                a = _to_uint8(fresh[j])
-                buf = io.BytesIO()
-                Image.fromarray(a).save(buf, format="PNG")
-                with atomic_file(paths[i], "wb") as f:
-                    f.write(buf.getvalue())
-                out[i] = _from_uint8(a)
+                out[i] = store(paths[i], fresh[j])
         return torch.stack(out)

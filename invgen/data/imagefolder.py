@@ -112,8 +112,12 @@ def read_metadata(root: str | os.PathLike) -> list[ImageRecord]:
         raise InvgenDataError(f"{root}: no {METADATA} (an image set needs one line per image)")
     records = []
     seen: dict[str, int] = {}
-    with open(meta, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(meta, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise InvgenDataError(f"{meta}:{lineno}: not UTF-8 text (byte {e.start + 1})") from None
             if not line.strip():
                 continue
             rec = _parse_record(line, meta, lineno)
@@ -143,7 +147,8 @@ def _to_array(im: Image.Image, mode: str) -> np.ndarray:
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit grayscale: scale to 8 bit instead of clipping, so bright pixels stay bright.
         arr = np.asarray(im, dtype=np.float64)
-        top = 65535.0 if arr.max() > 255 else 255.0
+        # A 16-bit PNG spans 0..65535 even when it is dark; only 32-bit "I" images need a guess of their range.
+        top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
         im = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
     if im.mode in ("RGBA", "LA", "P"):
         # Transparent pixels become black, the background of every embedded set.
@@ -234,3 +239,15 @@ def save_image(image: Image.Image | np.ndarray, path: str | os.PathLike) -> None
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     _save_png(image, path)
+
+
+def load_image_array(path: str | os.PathLike, where: str, mode: str = "RGB", transform=None) -> np.ndarray:
+    """One image as uint8 (H, W, C) in `mode`, after an optional PIL `transform` (e.g. resize and crop).
+
+    For readers that stream large sets instead of holding every image (`read_imagefolder` does); a
+    missing or unreadable file raises `InvgenDataError` naming `where` (the metadata file and line).
+    """
+    im = _load_image(Path(path), where)
+    if transform is not None:
+        im = transform(im)
+    return _to_array(im, mode)

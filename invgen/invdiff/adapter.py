@@ -116,11 +116,16 @@ def inject_lora(unet: nn.Module, cfg: AdapterConfig, state_dict: dict | None = N
         raise InvgenModelError("this UNet already has an invgen adapter attached; detach it first")
     inject_adapter_in_model(lora_config(cfg), unet, adapter_name=ADAPTER_NAME)
     if state_dict is not None:
-        result = set_peft_model_state_dict(unet, state_dict, adapter_name=ADAPTER_NAME)
+        from invgen.errors import InvgenModelError
+
+        try:
+            result = set_peft_model_state_dict(unet, state_dict, adapter_name=ADAPTER_NAME)
+        except (RuntimeError, ValueError) as e:  # weights of other shapes (another base model or rank)
+            remove_lora(unet)  # leave the UNet as it was, not half adapted
+            raise InvgenModelError(f"the adapter does not fit this UNet: {str(e).strip().splitlines()[-1]}") from None
         unexpected = getattr(result, "unexpected_keys", [])
         if unexpected:
-            from invgen.errors import InvgenModelError
-
+            remove_lora(unet)
             raise InvgenModelError(f"the adapter does not fit this UNet: unexpected weights {unexpected[:3]}")
     return unet
 

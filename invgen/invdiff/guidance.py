@@ -278,6 +278,8 @@ class InvariantGuidance:
         if self.adapter.kind == "copy":
             config["module_config"] = {"_class_name": type(self.module.unet).__name__, **dict(self.module.unet.config)}
         path.mkdir(parents=True, exist_ok=True)
+        # An older adapter's config goes first, so a save killed halfway never pairs it with new weights.
+        (path / CONFIG_NAME).unlink(missing_ok=True)
         with atomic_file(path / WEIGHTS_NAME, "wb") as f:
             f.write(save(self._weights()))
         # The config is written last: a folder with it holds a complete adapter.

@@ -20,8 +20,9 @@ import torch
 from invgen.atomic import atomic_file, write_json
 from invgen.config import check, dump_config
 from invgen.data.imagefolder import ImageSet
-from invgen.errors import InvgenConfigError, InvgenDataError
+from invgen.errors import InvgenDataError
 from invgen.invdiff.adapter import AdapterConfig
+from invgen.invdiff.evaluate import EvalConfig
 from invgen.invdiff.grouper import (
     GrouperConfig,
     fit_group_weights,
@@ -32,7 +33,7 @@ from invgen.invdiff.grouper import (
 )
 from invgen.invdiff.guidance import InvariantGuidance
 from invgen.invdiff.objective import group_robust_loss
-from invgen.train.data import DataConfig, encode_image_set, prepare_dataset
+from invgen.train.data import DataConfig, encode_for_pipeline, prepare_dataset
 from invgen.train.diffusion import denoising_loss, draw_noise
 from invgen.train.loop import TrainConfig, Trainer
 
@@ -57,27 +58,21 @@ class InvDiffConfig:
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000, batch_size=64, learning_rate=2e-3))
+    evaluation: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
         self.data.validate()
         self.groups.validate()
         self.adapter.validate()
         self.train.validate()
+        self.evaluation.validate()
         check(self.objective.lam >= 0, "objective.lam", f"must be 0 or more, got {self.objective.lam}")
 
 
 def _load_base(cfg: InvDiffConfig):
-    from invgen.models.loading import load_pipeline
+    from invgen.models.loading import load_frozen_pipeline
 
-    path = Path(cfg.base_model)
-    if not (path / "model_index.json").is_file():
-        raise InvgenConfigError(
-            f"base_model: no trained pipeline at {path} (train it first: python -m invgen.train base)"
-        )
-    pipe = load_pipeline(path)
-    pipe.unet.requires_grad_(False)
-    pipe.text_encoder.requires_grad_(False)
-    return pipe
+    return load_frozen_pipeline(cfg.base_model, "base_model", " (train it first: python -m invgen.train base)")
 
 
 def _true_groups(image_set: ImageSet, attribute: str) -> np.ndarray | None:
@@ -98,11 +93,11 @@ def infer_groups(cfg: InvDiffConfig) -> Path:
 
     g = cfg.groups
     out = Path(cfg.output_dir)
-    accelerator = Accelerator()
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
     pipe = _load_base(cfg)
     split = prepare_dataset(cfg.data, accelerator.is_main_process)
     accelerator.wait_for_everyone()
-    data = encode_image_set(split, pipe.tokenizer, pipe.text_encoder, size=cfg.data.size)
+    data = encode_for_pipeline(pipe, split, cfg.data, accelerator)
     truth = _true_groups(data.image_set, g.oracle_attribute)
     emb = data.embeddings[data.prompt_index]
 
@@ -115,14 +110,15 @@ def infer_groups(cfg: InvDiffConfig) -> Path:
         scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         pipe.unet.to(accelerator.device).eval()
         # Each process scores a contiguous slice; the slices are gathered in order.
-        n = len(data.images)
+        n = len(data.x0)
         per = -(-n // accelerator.num_processes)
         lo, hi = accelerator.process_index * per, min(n, (accelerator.process_index + 1) * per)
-        part = per_sample_losses(
-            pipe.unet, scheduler, data.images[lo:hi], emb[lo:hi], g.timesteps, g.noise_draws,
-            seed=g.seed, batch_size=g.batch_size, device=accelerator.device,
-            progress=accelerator.is_main_process, index_offset=lo,
-        )
+        with accelerator.autocast():
+            part = per_sample_losses(
+                pipe.unet, scheduler, data.x0[lo:hi], emb[lo:hi], g.timesteps, g.noise_draws,
+                seed=g.seed, batch_size=g.batch_size, device=accelerator.device,
+                progress=accelerator.is_main_process, index_offset=lo,
+            )
         padded = torch.zeros(per, dtype=torch.float64)
         padded[: len(part)] = torch.from_numpy(part)
         losses = accelerator.gather(padded.to(accelerator.device)).cpu().numpy()[:n]
@@ -157,14 +153,17 @@ def _print_groups(report: dict) -> None:
 
 
 def load_groups(out: Path, image_set: ImageSet) -> np.ndarray:
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     path = out / GROUPS_WEIGHTS
     if not path.is_file():
         raise InvgenDataError(f"{path} does not exist (run the max step first: python -m invgen.train groups)")
-    with safe_open(str(path), "pt") as f:
-        names = json.loads(f.metadata()["file_names"])
-        weights = f.get_tensor("weights").numpy()
+    try:
+        with safe_open(str(path), "pt") as f:
+            names = json.loads(f.metadata()["file_names"])
+            weights = f.get_tensor("weights").numpy()
+    except (SafetensorError, OSError, KeyError, TypeError, ValueError) as e:
+        raise InvgenDataError(f"{path} is unreadable or corrupt ({e}); run groups again") from None
     if names != [r.file_name for r in image_set.records]:
         raise InvgenDataError(f"{path} was computed on another image set than {image_set.root}; run groups again")
     return weights
@@ -177,18 +176,20 @@ def train_invdiff(cfg: InvDiffConfig, resume: bool = False) -> Path:
     out = Path(cfg.output_dir)
     pipe = _load_base(cfg)
     unet = pipe.unet
+    if cfg.train.gradient_checkpointing:
+        unet.enable_gradient_checkpointing()
     guidance = InvariantGuidance.for_unet(unet, cfg.adapter, base_model=str(cfg.base_model))
     model, params = guidance.training_module(unet)
     trainer = Trainer(cfg.train, out, model, params, desc=f"invdiff ({cfg.adapter.kind})")
     split = prepare_dataset(cfg.data, trainer.is_main)
     trainer.accelerator.wait_for_everyone()
-    data = encode_image_set(split, pipe.tokenizer, pipe.text_encoder, size=cfg.data.size)
+    data = encode_for_pipeline(pipe, split, cfg.data, trainer.accelerator)
     weights = torch.from_numpy(load_groups(out, data.image_set)).float()
     scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     if resume:
         trainer.resume()
 
-    n, bs = len(data.images), cfg.train.batch_size
+    n, bs = len(data.x0), cfg.train.batch_size
     if cfg.objective.balanced_sampling:
         probs = (weights / weights.sum(0, keepdim=True).clamp_min(1e-8)).sum(1)
         probs = probs / probs.sum()
@@ -198,11 +199,11 @@ def train_invdiff(cfg: InvDiffConfig, resume: bool = False) -> Path:
     def compute_loss(m, step, micro, gen):
         idx = torch.multinomial(probs, bs, replacement=True, generator=gen)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (bs,), generator=gen)
-        x0, emb = data.images[idx], data.embeddings[data.prompt_index[idx]]
+        x0, emb = data.x0[idx], data.embeddings[data.prompt_index[idx]]
         noise = draw_noise(x0.shape, gen)
         x0, emb, t, noise, w = (trainer.shard(v) for v in (x0, emb, t, noise, weights[idx]))
         losses = denoising_loss(m, scheduler, x0, emb, t, noise)
-        return group_robust_loss(losses, w, cfg.objective.lam)
+        return group_robust_loss(losses, w, cfg.objective.lam, all_sum=trainer.all_sum)
 
     trainer.fit(compute_loss)
     if trainer.is_main:

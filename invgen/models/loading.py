@@ -9,7 +9,7 @@ from pathlib import Path
 from invgen.errors import InvgenModelError
 
 
-def _looks_local(name: str) -> bool:
+def looks_local(name: str) -> bool:
     # A hub id is "name" or "owner/name"; anything else can only be a folder.
     return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/")
 
@@ -38,7 +38,7 @@ def load_pipeline(name_or_path: str | os.PathLike, torch_dtype=None, **kwargs):
             return cls.from_pretrained(path, torch_dtype=torch_dtype, **kwargs)
         except (OSError, ValueError, KeyError) as e:
             raise InvgenModelError(f"could not load the pipeline in {path}: {_first_line(e)}") from None
-    if _looks_local(name) or path.exists():
+    if looks_local(name) or path.exists():
         raise InvgenModelError(f"no pipeline folder at {path} (expected a folder written by save_pretrained)")
     try:
         return DiffusionPipeline.from_pretrained(name, torch_dtype=torch_dtype, **kwargs)
@@ -47,6 +47,26 @@ def load_pipeline(name_or_path: str | os.PathLike, torch_dtype=None, **kwargs):
             f"could not load '{name}' from the Hugging Face Hub or its local cache ({_first_line(e)}); "
             "download it while online or pass a local folder"
         ) from None
+
+
+def load_frozen_pipeline(name_or_path: str | os.PathLike, field: str, hint: str = ""):
+    """`load_pipeline` for a config field, every module frozen (requires_grad off).
+
+    A local folder that is missing or holds no pipeline is a config error naming the field and the path
+    (`hint` may say how to make it); a hub id goes to `load_pipeline`.
+    """
+    from invgen.errors import InvgenConfigError
+
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if (path.exists() or looks_local(name)) and not (path / "model_index.json").is_file():
+        raise InvgenConfigError(f"{field}: no trained pipeline at {path}{hint}")
+    pipe = load_pipeline(name)
+    for part in ("unet", "text_encoder", "vae"):
+        module = getattr(pipe, part, None)
+        if module is not None:
+            module.requires_grad_(False)
+    return pipe
 
 
 def _first_line(e: BaseException) -> str:

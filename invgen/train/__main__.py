@@ -16,7 +16,8 @@ def _jobs():
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m invgen.train", description=__doc__)
-    parser.add_argument("job", choices=["base", "groups", "invdiff", "cdvg"], help="what to train")
+    jobs = ["base", "groups", "invdiff", "evaluate", "cdvg", "translator"]
+    parser.add_argument("job", choices=jobs, help="what to run")
     parser.add_argument("--config", help="YAML config file")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     parser.add_argument("overrides", nargs="*", help="config overrides such as train.steps=100")

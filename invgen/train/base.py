@@ -12,12 +12,12 @@ from pathlib import Path
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from invgen.config import check, dump_config
+from invgen.config import check
 from invgen.models.loading import save_pipeline
 from invgen.models.tiny import TinyUNetConfig, tiny_text_encoder, tiny_unet
 from invgen.models.tokenizer import build_clip_tokenizer
 from invgen.pipelines.pixel_t2i import PixelTextToImagePipeline
-from invgen.train.data import DataConfig, encode_image_set, prepare_dataset
+from invgen.train.data import DataConfig, encode_for_pipeline, encode_image_set, start_run
 from invgen.train.diffusion import denoising_loss, draw_noise
 from invgen.train.loop import TrainConfig, Trainer
 
@@ -25,6 +25,9 @@ from invgen.train.loop import TrainConfig, Trainer
 @dataclass
 class BaseConfig:
     output_dir: str = "runs/digits/base"
+    # A pipeline (hub id or local folder) to fine-tune instead of the tiny embedded model: its UNet learns,
+    # in latent space when it has a VAE (Stable Diffusion); `model` is then ignored.
+    pretrained: str | None = None
     data: DataConfig = field(default_factory=DataConfig)
     model: TinyUNetConfig = field(default_factory=TinyUNetConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=2000, batch_size=64, learning_rate=2e-3))
@@ -37,32 +40,46 @@ class BaseConfig:
         self.data.validate()
         self.train.validate()
         check(0.0 <= self.cond_dropout < 1.0, "cond_dropout", f"must be in [0, 1), got {self.cond_dropout}")
-        check(self.data.size == self.model.sample_size, "model.sample_size",
-              f"must equal data.size ({self.data.size}), got {self.model.sample_size}")
+        if self.pretrained is None:
+            check(self.data.size == self.model.sample_size, "model.sample_size",
+                  f"must equal data.size ({self.data.size}), got {self.model.sample_size}")
 
 
 def pipeline_complete(path: str | Path) -> bool:
     return (Path(path) / "model_index.json").is_file()
 
 
-def train_base(cfg: BaseConfig, resume: bool = False) -> Path:
-    out = Path(cfg.output_dir)
+def _components(cfg: BaseConfig):
+    """(pipeline or None, unet, text_encoder, tokenizer, training noise scheduler)."""
+    if cfg.pretrained is not None:
+        from invgen.models.loading import load_frozen_pipeline
+
+        pipe = load_frozen_pipeline(cfg.pretrained, "pretrained")
+        pipe.unet.requires_grad_(True)
+        if cfg.train.gradient_checkpointing:
+            pipe.unet.enable_gradient_checkpointing()
+        scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        return pipe, pipe.unet, pipe.text_encoder, pipe.tokenizer, scheduler
     unet = tiny_unet(cfg.model, seed=cfg.train.seed)
     text_encoder = tiny_text_encoder(hidden_size=cfg.model.cross_attention_dim, seed=0)
-    tokenizer = build_clip_tokenizer()
-    noise_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule=cfg.beta_schedule, clip_sample=True)
+    scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule=cfg.beta_schedule, clip_sample=True)
+    return None, unet, text_encoder, build_clip_tokenizer(), scheduler
+
+
+def train_base(cfg: BaseConfig, resume: bool = False) -> Path:
+    out = Path(cfg.output_dir)
+    pipe, unet, text_encoder, tokenizer, noise_scheduler = _components(cfg)
 
     trainer = Trainer(cfg.train, out, unet, desc="base")
-    if trainer.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        dump_config(cfg, out / "train_config.yaml")
-    split = prepare_dataset(cfg.data, trainer.is_main)
-    trainer.accelerator.wait_for_everyone()
-    data = encode_image_set(split, tokenizer, text_encoder, size=cfg.data.size)
+    split = start_run(trainer, cfg)
+    if pipe is not None:
+        data = encode_for_pipeline(pipe, split, cfg.data, trainer.accelerator)
+    else:
+        data = encode_image_set(split, tokenizer, text_encoder, size=cfg.data.size)
     if resume:
         trainer.resume()
 
-    n = len(data.images)
+    n = len(data.x0)
     bs = cfg.train.batch_size
 
     def compute_loss(model, step, micro, gen):
@@ -71,13 +88,18 @@ def train_base(cfg: BaseConfig, resume: bool = False) -> Path:
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bs,), generator=gen)
         drop = torch.rand(bs, generator=gen) < cfg.cond_dropout
         prompt = torch.where(drop, torch.full_like(idx, data.empty_index), data.prompt_index[idx])
-        x0, emb = data.images[idx], data.embeddings[prompt]
+        x0, emb = data.x0[idx], data.embeddings[prompt]
         noise = draw_noise(x0.shape, gen)
         x0, emb, t, noise = (trainer.shard(v) for v in (x0, emb, t, noise))
         return denoising_loss(model, noise_scheduler, x0, emb, t, noise).mean()
 
     trainer.fit(compute_loss)
-    if trainer.is_main:
+    if trainer.is_main and pipe is not None:
+        pipe.unet = trainer.unwrap()
+        if cfg.train.gradient_checkpointing:
+            pipe.unet.disable_gradient_checkpointing()
+        save_pipeline(pipe, out)
+    elif trainer.is_main:
         pipe = PixelTextToImagePipeline(
             unet=trainer.unwrap(),
             text_encoder=text_encoder,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -25,11 +26,18 @@ class DataConfig:
     size: int = 16
     palette: str = "two"
     seed: int = 0
+    # Latent-space pipelines (with a VAE) only: how images become latents, and where latents are cached
+    # (null: encode on every run). `size` is then the training resolution; images of other sizes are
+    # resized (shorter side) and center-cropped to it.
+    latents: Literal["sample", "mean"] = "sample"
+    latent_cache: str | None = None
+    encode_batch_size: int = 16
 
     def validate(self, prefix: str = "data") -> None:
         check(0.0 <= self.p_align <= 1.0, f"{prefix}.p_align", f"must be in [0, 1], got {self.p_align}")
         check(self.size >= 8, f"{prefix}.size", f"must be at least 8, got {self.size}")
         check(self.builder in (None, "colored_digits"), f"{prefix}.builder", "must be colored_digits or null")
+        check(self.encode_batch_size > 0, f"{prefix}.encode_batch_size", "must be positive")
 
     @property
     def split_dir(self) -> Path:
@@ -43,13 +51,37 @@ def prepare_dataset(cfg: DataConfig, is_main: bool = True) -> Path:
     return cfg.split_dir
 
 
+def start_run(trainer, cfg) -> Path:
+    """What every trainer does first: the main process creates `cfg.output_dir` and records the config
+    there (`train_config.yaml`), the data set `cfg.data` is built if asked, and all processes wait for it.
+    Returns the training split's folder."""
+    from invgen.config import dump_config
+
+    out = Path(cfg.output_dir)
+    if trainer.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        dump_config(cfg, out / "train_config.yaml")
+    split = prepare_dataset(cfg.data, trainer.is_main)
+    trainer.accelerator.wait_for_everyone()
+    return split
+
+
 @dataclass
 class EncodedSet:
-    images: torch.Tensor  # (N, C, H, W) in [-1, 1]
+    """What the trainers and the grouper read, in the space the UNet denoises.
+
+    `x0` holds pixels in [-1, 1] for a pixel-space pipeline, or scaled VAE latents (`space == "latent"`)
+    for a latent one: everything downstream (denoising loss, grouper, objective) is the same code.
+    """
+
+    x0: torch.Tensor  # (N, C, H, W)
     prompt_index: torch.Tensor  # (N,) index into `embeddings`
     embeddings: torch.Tensor  # (P + 1, L, D); the last row is the empty prompt (for classifier-free guidance)
     prompts: list[str]
     image_set: ImageSet
+    space: Literal["pixel", "latent"] = "pixel"
+    cache_file: Path | None = None
+    from_cache: bool = False
 
     @property
     def empty_index(self) -> int:
@@ -57,24 +89,81 @@ class EncodedSet:
 
 
 @torch.no_grad()
-def encode_image_set(root: str | os.PathLike, tokenizer, text_encoder, size: int | None = None) -> EncodedSet:
-    image_set = read_imagefolder(root, mode="RGB", size=size)
-    prompts = sorted(set(image_set.prompts))
-    index = {p: i for i, p in enumerate(prompts)}
-    ids = tokenizer(
-        prompts + [""],
-        padding="max_length",
-        max_length=tokenizer.model_max_length,
-        truncation=True,
-        return_tensors="pt",
-    ).input_ids.to(text_encoder.device)
-    embeddings = text_encoder(ids)[0].float().cpu()
+def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
+    """Frozen text-encoder states (P, L, D) float32 on the CPU, in chunks (captions can be many)."""
+    out = []
+    for start in range(0, len(prompts), 256):
+        ids = tokenizer(
+            prompts[start : start + 256],
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(text_encoder.device)
+        out.append(text_encoder(ids)[0].float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_image_set(
+    root: str | os.PathLike,
+    tokenizer,
+    text_encoder,
+    size: int | None = None,
+    vae=None,
+    data: DataConfig | None = None,
+    progress: bool = True,
+) -> EncodedSet:
+    """Prompts (from metadata.jsonl) through the text encoder; images as pixels, or through `vae` if given.
+
+    With a VAE, images are streamed and encoded to latents at resolution `size` (cached under
+    `data.latent_cache` when set); without one they are read whole at `size` (all must have that size).
+    """
+    if vae is None:
+        image_set = read_imagefolder(root, mode="RGB", size=size)
+        x0, space = image_set.tensor(), "pixel"
+        cache_file, from_cache = None, False
+    else:
+        from invgen.train.latents import cached_latents
+
+        data = data or DataConfig()
+        image_set = read_imagefolder(root, load_images=False)
+        x0, cache_file, from_cache = cached_latents(
+            image_set, vae, size or data.size, data.latent_cache, data.latents, data.seed,
+            data.encode_batch_size, progress,
+        )
+        space = "latent"
     if not len(image_set):
         raise InvgenDataError(f"{root}: the image set is empty")
+    prompts = sorted(set(image_set.prompts))
+    index = {p: i for i, p in enumerate(prompts)}
     return EncodedSet(
-        images=image_set.tensor(),
+        x0=x0,
         prompt_index=torch.tensor([index[p] for p in image_set.prompts]),
-        embeddings=embeddings,
+        embeddings=encode_prompts(tokenizer, text_encoder, prompts + [""]),
         prompts=prompts,
         image_set=image_set,
+        space=space,
+        cache_file=cache_file,
+        from_cache=from_cache,
     )
+
+
+def encode_for_pipeline(pipe, split: str | os.PathLike, data: DataConfig, accelerator) -> EncodedSet:
+    """`encode_image_set` with a pipeline's own tokenizer, text encoder and (if it has one) VAE.
+
+    The frozen encoders visit the accelerator's device only while encoding. The main process encodes
+    first, so with a latent cache the other processes read its file instead of encoding again.
+    """
+    vae = getattr(pipe, "vae", None)
+    parts = [m for m in (pipe.text_encoder, vae) if m is not None]
+    homes = [m.device for m in parts]
+    with accelerator.main_process_first():
+        for m in parts:
+            m.to(accelerator.device)
+        try:
+            return encode_image_set(split, pipe.tokenizer, pipe.text_encoder, size=data.size, vae=vae, data=data,
+                                    progress=accelerator.is_main_process)
+        finally:
+            for m, home in zip(parts, homes, strict=True):
+                m.to(home)

@@ -29,3 +29,28 @@ def invdiff(config: str | None, overrides: list[str], resume: bool):
 
 
 JOBS.update({"groups": groups, "invdiff": invdiff})
+
+
+def evaluate(config: str | None, overrides: list[str], resume: bool):
+    from invgen.invdiff.evaluate import evaluate_invdiff
+    from invgen.invdiff.train import InvDiffConfig
+
+    return evaluate_invdiff(load_config(InvDiffConfig, config, overrides))
+
+
+JOBS["evaluate"] = evaluate
+
+
+def cdvg(config: str | None, overrides: list[str], resume: bool):
+    from invgen.cdvg.train import CDvGConfig, train_cdvg
+
+    return train_cdvg(load_config(CDvGConfig, config, overrides), resume=resume)
+
+
+def translator(config: str | None, overrides: list[str], resume: bool):
+    from invgen.cdvg.learned import LearnedTranslatorConfig, train_learned_translator
+
+    return train_learned_translator(load_config(LearnedTranslatorConfig, config, overrides), resume=resume)
+
+
+JOBS.update({"cdvg": cdvg, "translator": translator})

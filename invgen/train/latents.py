@@ -1,0 +1,164 @@
+"""Images to the latent space of a pipeline's VAE, for latent diffusion models (Stable Diffusion).
+
+Images are streamed from the image folder in batches (a 512-px set does not fit in memory as floats),
+resized so the shorter side is `size` and center-cropped (as diffusers' training scripts do), encoded by
+`vae.encode(x).latent_dist` (its mean, or one draw seeded per image so batching does not matter), then
+shifted and scaled as the UNet expects: `(z - shift_factor) * scaling_factor`.
+
+Encoding a large set costs minutes on a GPU, so the latents can be cached in a safetensors file keyed by
+the image set (metadata and every file's size and modification time), the VAE (its config and a hash of
+its weights), the resolution and the encoding mode. A changed set, VAE or resolution is a new key, never
+a stale cache. The file is written atomically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from invgen.data.imagefolder import METADATA, ImageSet, load_image_array
+from invgen.errors import InvgenDataError
+
+LatentMode = Literal["sample", "mean"]
+
+
+def vae_scale_factor(vae) -> int:
+    return 2 ** (len(vae.config.block_out_channels) - 1)
+
+
+def resize_center_crop(size: int):
+    """A PIL transform: shorter side to `size` (bicubic), then the central `size` × `size` square."""
+    from PIL import Image
+
+    def transform(im):
+        w, h = im.size
+        if (w, h) == (size, size):
+            return im
+        scale = size / min(w, h)
+        im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+        w, h = im.size
+        left, top = (w - size) // 2, (h - size) // 2
+        return im.crop((left, top, left + size, top + size))
+
+    return transform
+
+
+def vae_fingerprint(vae) -> str:
+    """sha256 of the VAE's config and weights: two VAEs share a cache only if they compute the same thing."""
+    h = hashlib.sha256(json.dumps(dict(vae.config), sort_keys=True, default=str).encode())
+    for name, tensor in sorted(vae.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def image_set_fingerprint(image_set: ImageSet) -> str:
+    """sha256 of metadata.jsonl and each image file's name, size and modification time (no pixel reads)."""
+    root = Path(image_set.root)
+    h = hashlib.sha256((root / METADATA).read_bytes())
+    for rec in image_set.records:
+        st = (root / rec.file_name).stat()
+        h.update(f"{rec.file_name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def cache_key(image_set: ImageSet, vae, size: int, mode: LatentMode, seed: int) -> str:
+    draw = str(seed) if mode == "sample" else "-"
+    parts = [image_set_fingerprint(image_set), vae_fingerprint(vae), str(size), mode, draw]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def _latent_seed(seed: int, index: int) -> int:
+    return seed * 1_000_003 + index
+
+
+@torch.no_grad()
+def encode_latents(
+    image_set: ImageSet,
+    vae,
+    size: int,
+    mode: LatentMode = "sample",
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> torch.Tensor:
+    """Scaled latents (N, C, size / f, size / f) float32 on the CPU for every record of `image_set`."""
+    factor = vae_scale_factor(vae)
+    if size % factor:
+        raise InvgenDataError(f"{image_set.root}: resolution {size} is not a multiple of the VAE's factor {factor}")
+    root = Path(image_set.root)
+    transform = resize_center_crop(size)
+    device, dtype = vae.device, vae.dtype
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    scale = vae.config.scaling_factor
+    out = []
+    n = len(image_set.records)
+    for start in tqdm(range(0, n, batch_size), desc="encoding latents", disable=not progress, leave=False):
+        idx = range(start, min(start + batch_size, n))
+        arrays = [
+            load_image_array(root / image_set.records[i].file_name, f"{root / METADATA}:{i + 1}", "RGB", transform)
+            for i in idx
+        ]
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        dist = vae.encode(x.to(device, dtype)).latent_dist
+        if mode == "mean":
+            z = dist.mean
+        else:
+            # One draw per image from its own generator, so the latents do not depend on batch_size.
+            eps = torch.stack([
+                torch.randn(dist.mean.shape[1:], generator=torch.Generator().manual_seed(_latent_seed(seed, i)))
+                for i in idx
+            ]).to(device, dist.mean.dtype)
+            z = dist.mean + dist.std * eps
+        out.append(((z.float() - shift) * scale).cpu())
+    return torch.cat(out)
+
+
+def cached_latents(
+    image_set: ImageSet,
+    vae,
+    size: int,
+    cache_dir: str | os.PathLike | None,
+    mode: LatentMode = "sample",
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> tuple[torch.Tensor, Path | None, bool]:
+    """`encode_latents`, read from (or written to) `cache_dir` when given.
+
+    Returns (latents, cache file or None, whether it was read from the cache).
+    """
+    if cache_dir is None:
+        return encode_latents(image_set, vae, size, mode, seed, batch_size, progress), None, False
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import save
+
+    from invgen.atomic import atomic_file
+
+    key = cache_key(image_set, vae, size, mode, seed)
+    path = Path(cache_dir) / f"latents-{key[:24]}.safetensors"
+    names = [r.file_name for r in image_set.records]
+    if path.is_file():
+        try:
+            with safe_open(str(path), "pt") as f:
+                if f.metadata().get("key") == key and json.loads(f.metadata()["file_names"]) == names:
+                    return f.get_tensor("latents"), path, True
+        except (SafetensorError, OSError, KeyError, ValueError):
+            pass  # unreadable or foreign: encode again and replace it
+    latents = encode_latents(image_set, vae, size, mode, seed, batch_size, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {"key": key, "file_names": json.dumps(names), "size": str(size), "mode": mode,
+            "root": str(image_set.root)}
+    with atomic_file(path, "wb") as f:
+        f.write(save({"latents": latents.contiguous()}, metadata=meta))
+    return latents, path, False
+
+
+__all__ = ["cached_latents", "encode_latents", "resize_center_crop", "vae_fingerprint", "vae_scale_factor"]

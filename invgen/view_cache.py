@@ -1,0 +1,69 @@
+"""An on-disk cache of generated views, one 8-bit PNG per view, shared by the CDvG translators and GenView.
+
+Views are stored as 8-bit PNGs, like the images they come from, so a cached view equals a fresh one exactly
+(callers quantise fresh views with `to_uint8` before returning them). Keys are chosen by the caller; entries
+are written atomically, and an unreadable entry counts as missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from invgen.atomic import atomic_file
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+
+
+def from_uint8(a: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.array(a)).permute(2, 0, 1).float() / 127.5 - 1.0  # a copy: PIL arrays are read-only
+
+
+def per_image_seeds(n: int, generator: torch.Generator | None) -> list[int]:
+    g = generator if generator is not None else torch.Generator().manual_seed(0)
+    return [int(s) for s in torch.randint(0, 2**62, (n,), generator=g)]
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """A cheap fingerprint of a module's weights (names and per-tensor sums)."""
+    h = hashlib.sha256()
+    for name, p in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(f"{float(p.double().sum()):.10e}".encode())
+    return h.hexdigest()[:16]
+
+
+def read_cached(paths: Sequence[Path | None]) -> tuple[list[torch.Tensor | None], list[int]]:
+    """The cached views (None where missing) and the indices still to compute."""
+    out: list[torch.Tensor | None] = [None] * len(paths)
+    todo = []
+    for i, path in enumerate(paths):
+        if path is not None and path.is_file():
+            try:
+                out[i] = from_uint8(np.asarray(Image.open(path).convert("RGB")))
+                continue
+            except OSError:
+                pass  # unreadable entry: compute it again
+        todo.append(i)
+    return out, todo
+
+
+def store(path: Path | None, view: torch.Tensor) -> torch.Tensor:
+    """Quantise `view` to 8 bits, write it to `path` (when given) and return the quantised view."""
+    a = to_uint8(view)
+    if path is not None:
+        buf = io.BytesIO()
+        Image.fromarray(a).save(buf, format="PNG")
+        with atomic_file(path, "wb") as f:
+            f.write(buf.getvalue())
+    return from_uint8(a)

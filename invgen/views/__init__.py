@@ -1,0 +1,31 @@
+"""Generative views for self-supervised and contrastive learning (GenView, CustomContrast).
+
+Heavy modules load on first use, like the top-level package.
+"""
+
+_EXPORTS = {
+    "GenViewGenerator": "invgen.views.genview",
+    "GenViews": "invgen.views.genview",
+    "noise_levels_for": "invgen.views.genview",
+    "QualityDrivenContrastiveLoss": "invgen.views.losses",
+    "MultilevelContrastiveLoss": "invgen.views.losses",
+    "build_view_loss": "invgen.views.losses",
+    "pair_similarities": "invgen.views.losses",
+    "LOSSES": "invgen.views.losses",
+    "ForegroundEstimator": "invgen.views.foreground",
+    "SaliencyForeground": "invgen.views.foreground",
+    "MaskFolderForeground": "invgen.views.foreground",
+    "ClipForeground": "invgen.views.foreground",
+    "build_foreground": "invgen.views.foreground",
+    "foreground_proportion": "invgen.views.foreground",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'invgen.views' has no attribute '{name}'")

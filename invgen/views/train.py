@@ -1,0 +1,181 @@
+"""Self-supervised encoder training with standard augmentations or with GenView views, and a linear probe.
+
+    model = train_ssl(SSLConfig(views="genview", loss="quality_driven"), images, generated=views)
+    acc = linear_probe(model.encoder, train_x, train_y, test_x, test_y)
+
+Two views of each image are contrasted (SimCLR-style NT-Xent over the 2B views of a batch). With
+`views="augment"` both are standard augmentations of the image; with `views="genview"` the second starts
+from a pre-generated GenView view of it (then augmented too, as in GenView). `loss="quality_driven"`
+weights each pair by GenView's quality score, computed from frozen features of the two views and their
+foreground masks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from invgen.config import check
+from invgen.errors import InvgenDataError
+from invgen.train.loop import TrainConfig, Trainer
+from invgen.views.foreground import SaliencyForeground
+from invgen.views.losses import QualityDrivenContrastiveLoss, pair_similarities
+
+
+@dataclass
+class SSLConfig:
+    output_dir: str = "runs/views/ssl"
+    encoder: str = "small_resnet"
+    views: Literal["augment", "genview"] = "augment"
+    loss: Literal["ntxent", "quality_driven"] = "ntxent"
+    temperature: float = 0.2
+    quality_temperature: float = 1.0  # GenView: gamma = 1
+    proj_dim: int = 64
+    saliency_threshold: float = 0.25
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        steps=300, batch_size=128, learning_rate=3e-3, warmup_steps=20, checkpoint_every=10_000, log_every=25))
+
+    def validate(self) -> None:
+        self.train.validate()
+        check(self.views in ("augment", "genview"), "views", f"must be augment or genview, got {self.views!r}")
+        check(self.loss in ("ntxent", "quality_driven"), "loss",
+              f"must be ntxent or quality_driven, got {self.loss!r}")
+        check(self.temperature > 0, "temperature", "must be positive")
+        check(self.quality_temperature > 0, "quality_temperature", "must be positive")
+        check(self.proj_dim > 0, "proj_dim", "must be positive")
+
+
+class SSLModel(nn.Module):
+    """Encoder + the usual 2-layer projection head (contrasted features live after the head)."""
+
+    def __init__(self, encoder: nn.Module, proj_dim: int):
+        super().__init__()
+        self.encoder = encoder
+        d = encoder.feature_dim
+        self.head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, proj_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x))
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """SimCLR's augmentations for small images, per sample and batched: random resized crop (scale 0.5-1),
+    color jitter (p 0.8: brightness, contrast, saturation 0.4) and grayscale (p 0.2). No flips: digits are
+    not mirror-symmetric. Images in and out in [-1, 1]."""
+    b = len(x)
+
+    def u(lo, hi):
+        return lo + (hi - lo) * torch.rand(b, generator=gen)
+
+    side = u(0.5, 1.0).sqrt()
+    tx, ty = (1 - side) * u(-1, 1), (1 - side) * u(-1, 1)
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0], theta[:, 1, 1], theta[:, 0, 2], theta[:, 1, 2] = side, side, tx, ty
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    y = (F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False) + 1) / 2
+
+    jitter = (torch.rand(b, generator=gen) < 0.8)[:, None, None, None]
+    gray = (0.299 * y[:, 0] + 0.587 * y[:, 1] + 0.114 * y[:, 2])[:, None]
+    bright = u(0.6, 1.4)[:, None, None, None]
+    contrast = u(0.6, 1.4)[:, None, None, None]
+    sat = u(0.6, 1.4)[:, None, None, None]
+    j = y * bright
+    mean = gray.mean(dim=(2, 3), keepdim=True) * bright
+    j = (j - mean) * contrast + mean
+    jg = (0.299 * j[:, 0] + 0.587 * j[:, 1] + 0.114 * j[:, 2])[:, None]
+    j = (j - jg) * sat + jg
+    y = torch.where(jitter, j, y).clamp(0, 1)
+    to_gray = (torch.rand(b, generator=gen) < 0.2)[:, None, None, None]
+    g = (0.299 * y[:, 0] + 0.587 * y[:, 1] + 0.114 * y[:, 2])[:, None].expand_as(y)
+    return torch.where(to_gray, g, y) * 2 - 1
+
+
+class FrozenFeatures(nn.Module):
+    """Fixed random 3x3 conv features (32 channels, ReLU): the frozen feature maps the pair quality score
+    is computed on. GenView uses a frozen CLIP; a fixed random filter bank needs no weights and still sees
+    local color and stroke structure."""
+
+    def __init__(self, channels: int = 32, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("weight", torch.randn(channels, 3, 3, 3, generator=g) / 3.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(F.conv2d(x.float(), self.weight, padding=1))
+
+
+def train_ssl(cfg: SSLConfig, images: torch.Tensor, generated: torch.Tensor | None = None) -> SSLModel:
+    """`images`: (N, 3, H, W) in [-1, 1]; `generated`: (N, K, 3, H, W) GenView views (K per image), needed
+    when `cfg.views == "genview"`. Returns the trained model (its `.encoder` is what gets probed)."""
+    from invgen.models.encoders import build_encoder
+
+    cfg.validate()
+    if cfg.views == "genview":
+        if generated is None or generated.ndim != 5 or generated.shape[0] != len(images):
+            shape = None if generated is None else tuple(generated.shape)
+            raise InvgenDataError(f"views=genview needs generated views of shape (N={len(images)}, K, 3, H, W), "
+                                  f"got {shape}")
+    torch.manual_seed(cfg.train.seed)  # the encoder's initialisation
+    model = SSLModel(build_encoder(cfg.encoder), cfg.proj_dim)
+    trainer = Trainer(cfg.train, cfg.output_dir, model, desc=f"ssl[{cfg.views},{cfg.loss}]")
+    loss_fn = QualityDrivenContrastiveLoss(cfg.temperature, cfg.quality_temperature)
+    saliency, frozen = SaliencyForeground(cfg.saliency_threshold), FrozenFeatures()
+    n, bs = len(images), cfg.train.batch_size
+
+    def compute_loss(model, step, micro, gen):
+        idx = torch.randint(n, (bs,), generator=gen)
+        x = images[idx]
+        if cfg.views == "genview":
+            k = torch.randint(generated.shape[1], (bs,), generator=gen)
+            second = generated[idx, k]
+        else:
+            second = x
+        v1, v2 = augment(x, gen), augment(second, gen)
+        fg = bg = None
+        if cfg.loss == "quality_driven":
+            with torch.no_grad():
+                fg, bg = pair_similarities(frozen(v1), frozen(v2), saliency(v1), saliency(v2))
+            fg, bg = trainer.shard(fg), trainer.shard(bg)
+        v1, v2 = trainer.shard(v1), trainer.shard(v2)
+        return loss_fn(model(v1), model(v2), fg, bg)
+
+    trainer.fit(compute_loss)
+    return trainer.unwrap()
+
+
+@torch.no_grad()
+def embed(encoder: nn.Module, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    encoder.eval()
+    return torch.cat([encoder(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def linear_probe(
+    encoder: nn.Module,
+    train_x: torch.Tensor,
+    train_y: torch.Tensor,
+    test_x: torch.Tensor,
+    test_y: torch.Tensor,
+    steps: int = 300,
+    weight_decay: float = 1e-4,
+    seed: int = 0,
+) -> tuple[float, torch.Tensor]:
+    """Accuracy of a logistic-regression probe on frozen, standardised features (full-batch Adam), and the
+    per-image correctness on the test set (to split accuracy by group)."""
+    f_train, f_test = embed(encoder, train_x), embed(encoder, test_x)
+    mu, sd = f_train.mean(0), f_train.std(0) + 1e-6
+    f_train, f_test = (f_train - mu) / sd, (f_test - mu) / sd
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    torch.manual_seed(seed)
+    probe = nn.Linear(f_train.shape[1], num_classes)
+    opt = torch.optim.Adam(probe.parameters(), lr=1e-2, weight_decay=weight_decay)
+    with torch.enable_grad():
+        for _ in range(steps):
+            opt.zero_grad()
+            F.cross_entropy(probe(f_train), train_y).backward()
+            opt.step()
+    correct = probe(f_test).argmax(1) == test_y
+    return float(correct.float().mean()), correct
