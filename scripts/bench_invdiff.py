@@ -45,8 +45,9 @@ def main() -> None:
     ap.add_argument("--base", default=None, help="reuse a trained base pipeline (e.g. runs/demo/base)")
     ap.add_argument("--per-prompt", type=int, default=None)
     ap.add_argument("--out", default="benchmarks/invdiff.json")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 is faster on a loaded machine)")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     work = Path(args.work)
     per_prompt = args.per_prompt or (20 if args.quick else 50)
     data = [f"data.root={work / 'data'}"]
@@ -54,10 +55,10 @@ def main() -> None:
     t_start = time.time()
     if not pipeline_complete(base_dir):
         base_cfg = load_config(BaseConfig, "configs/digits/base.yaml",
-                               data + [f"output_dir={base_dir}"] + (["train.steps=1200"] if args.quick else []))
+                               data + [f"output_dir={base_dir}"] + (["train.steps=800"] if args.quick else []))
         train_base(base_cfg, resume=True)
 
-    steps = ["train.steps=300"] if args.quick else []
+    steps = ["train.steps=200"] if args.quick else []
     runs = {"invdiff": ["groups.source=inferred"], "oracle": ["groups.source=oracle"]}
     dirs = {}
     for name, over in runs.items():

@@ -207,3 +207,28 @@ def test_cdvg_with_genviews_quality_driven_loss(ten_dir, learned, tmp_path):
     assert log[-1] < log[0]
     with pytest.raises(InvgenConfigError, match="positives: instance"):
         load_config(CDvGConfig, None, ["contrastive.loss=quality_driven", "contrastive.positives=class"])
+
+
+def test_cdvg_with_genview_views(ten_dir, tiny_pipe, tmp_path):
+    from invgen.cdvg.train import CDvGConfig, build_transform, train_cdvg
+    from invgen.config import load_config
+    from invgen.models.loading import save_pipeline
+
+    save_pipeline(tiny_pipe, tmp_path / "pipe")
+    over = [f"data.root={ten_dir}", "data.builder=null", f"output_dir={tmp_path / 'run'}", "translator.kind=genview",
+            f"translator.model={tmp_path / 'pipe'}", "translator.num_inference_steps=2", "train.steps=10",
+            "train.batch_size=16", "train.log_every=5", "contrastive.loss=quality_driven"]
+    cfg = load_config(CDvGConfig, None, over)
+    train_cdvg(cfg)
+    assert (tmp_path / "run" / "model" / "config.json").is_file()
+    # The views went to GenView's own cache, one per training image, and are served from it again.
+    from invgen.data.imagefolder import read_imagefolder
+
+    cached = list((tmp_path / "pipe" / "views_cache").rglob("*.png"))
+    assert len(cached) == len(read_imagefolder(ten_dir / "train", load_images=False))
+    transform = build_transform(cfg)
+    x, y = _sample(ten_dir, n=8)
+    first = transform.transform(x, y, seeds=list(range(8)))
+    hits = transform.generator.hits
+    assert torch.equal(transform.transform(x, y, seeds=list(range(8))), first)
+    assert transform.generator.hits == hits + 8

@@ -30,7 +30,8 @@ MODEL_DIR = "model"
 
 @dataclass
 class TranslatorConfig:
-    kind: str = "diffusion"  # diffusion | learned | none (plain cross-entropy)
+    # diffusion | learned (bias translators) | genview (GenView's label-free views, invgen.views) | none (plain CE)
+    kind: str = "diffusion"
     # A diffusers pipeline folder (diffusion) or a LearnedTranslator folder (learned), trained on the
     # biased training set. With `train_if_missing` it is trained here first, for `train_steps` steps.
     model: str = "runs/digits/cdvg_translator"
@@ -45,7 +46,7 @@ class TranslatorConfig:
     cache_dir: str | None = None  # default: <model>/views_cache
 
     def validate(self, prefix: str = "translator") -> None:
-        kinds = ("diffusion", "learned", "none")
+        kinds = ("diffusion", "learned", "genview", "none")
         check(self.kind in kinds, f"{prefix}.kind", f"must be one of {kinds}, got '{self.kind}'")
         check(self.views >= 1, f"{prefix}.views", f"must be at least 1, got {self.views}")
         check(0 < self.strength <= 1, f"{prefix}.strength", f"must be in (0, 1], got {self.strength}")
@@ -144,27 +145,39 @@ def contrastive_loss_fn(cfg: ContrastiveConfig):
     return losses.NTXentLoss(temperature=cfg.temperature)
 
 
+def _diffusion_pipeline(cfg: CDvGConfig):
+    """The translator's diffusers pipeline, trained on the biased set first if asked and missing."""
+    from invgen.models.loading import load_pipeline
+    from invgen.train.base import BaseConfig, pipeline_complete, train_base
+
+    t = cfg.translator
+    if not pipeline_complete(t.model):
+        if not t.train_if_missing:
+            raise InvgenModelError(f"translator.model {t.model} is not a diffusers pipeline folder")
+        from invgen.models.tiny import TinyUNetConfig
+
+        base = BaseConfig(output_dir=str(t.model), data=cfg.data, model=TinyUNetConfig(sample_size=cfg.data.size))
+        base.train.steps = t.train_steps
+        base.validate()
+        train_base(base, resume=True)
+    return load_pipeline(t.model)
+
+
 def build_transform(cfg: CDvGConfig):
-    """The (cached) bias transform of `cfg.translator`, training its model first if asked and missing."""
+    """The (cached) view maker of `cfg.translator`, training its model first if asked and missing."""
     from invgen.cdvg.learned import LearnedTranslator, LearnedTranslatorConfig, train_learned_translator
-    from invgen.cdvg.transforms import CachedTransform, DiffusionTranslator
+    from invgen.cdvg.transforms import CachedTransform, DiffusionTranslator, GenViewTransform
 
     t = cfg.translator
     model = Path(t.model)
+    cache = t.cache_dir or model / "views_cache"
+    if t.kind == "genview":
+        from invgen.views import GenViewGenerator
+
+        gen = GenViewGenerator(_diffusion_pipeline(cfg), num_inference_steps=t.num_inference_steps, cache_dir=cache)
+        return GenViewTransform(gen, cfg.num_classes)
     if t.kind == "diffusion":
-        from invgen.models.loading import load_pipeline
-        from invgen.train.base import BaseConfig, pipeline_complete, train_base
-
-        if not pipeline_complete(model):
-            if not t.train_if_missing:
-                raise InvgenModelError(f"translator.model {model} is not a diffusers pipeline folder")
-            from invgen.models.tiny import TinyUNetConfig
-
-            base = BaseConfig(output_dir=str(model), data=cfg.data, model=TinyUNetConfig(sample_size=cfg.data.size))
-            base.train.steps = t.train_steps
-            base.validate()
-            train_base(base, resume=True)
-        inner = DiffusionTranslator(load_pipeline(model), strength=t.strength, switch=t.switch,
+        inner = DiffusionTranslator(_diffusion_pipeline(cfg), strength=t.strength, switch=t.switch,
                                     num_inference_steps=t.num_inference_steps, guidance_scale=t.guidance_scale)
     else:
         if not (model / "model" / "config.json").is_file() and not (model / "config.json").is_file():
@@ -174,7 +187,7 @@ def build_transform(cfg: CDvGConfig):
             lt.train.steps = t.train_steps
             train_learned_translator(lt, resume=True)
         inner = LearnedTranslator.from_pretrained(model)
-    return CachedTransform(inner, t.cache_dir or model / "views_cache")
+    return CachedTransform(inner, cache)
 
 
 def view_seed(seed: int, source: int, view: int) -> int:

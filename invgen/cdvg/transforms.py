@@ -220,3 +220,20 @@ class CachedTransform(BiasTransform):
             for j, i in enumerate(todo):
                 out[i] = store(paths[i], fresh[j])
         return torch.stack(out)
+
+
+class GenViewTransform(BiasTransform):
+    """GenView's views (`invgen.views.GenViewGenerator`, label-free, noise level from the foreground share)
+    behind the `BiasTransform` interface, so the contrastive trainer can take them as positives. The
+    generator keeps its own cache."""
+
+    def __init__(self, generator, num_classes: int):
+        self.generator = generator
+        self.num_classes = num_classes
+
+    @property
+    def fingerprint(self) -> str:
+        return self.generator.fingerprint
+
+    def _translate(self, images: torch.Tensor, targets: list[int], seeds: list[int], labels: list[int]):
+        return self.generator.generate(images, seeds=seeds).views
