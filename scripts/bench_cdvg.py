@@ -66,13 +66,27 @@ def summarise(results: list[dict]) -> dict:
     return out
 
 
+def markdown(summary: dict) -> str:
+    """The table of docs/benchmarks.md: accuracies in %, mean ± std over seeds."""
+    lines = ["| p_align | method | unbiased | worst group | aligned | conflicting |", "|---|---|---|---|---|---|"]
+    for p, by_method in summary.items():
+        for method, stats in by_method.items():
+            cells = [f"{100 * stats[k]['mean']:.1f} ± {100 * stats[k]['std']:.1f}" for k in FIELDS]
+            lines.append(f"| {p} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="p_align 0.99, seed 0 only (under 15 minutes here)")
     ap.add_argument("--work", default="runs/bench_cdvg")
     ap.add_argument("--out", default="benchmarks/cdvg.json")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (1 is faster on a loaded machine)")
+    ap.add_argument("--table", action="store_true", help="print the markdown table of --out and exit")
     args = ap.parse_args()
+    if args.table:
+        print(markdown(json.loads(Path(args.out).read_text())["summary"]))
+        return
     torch.set_num_threads(args.threads)
     p_aligns, seeds = ([0.99], [0]) if args.quick else ([0.95, 0.99, 0.995], [0, 1, 2])
     work = Path(args.work)
@@ -88,6 +102,7 @@ def main() -> None:
                                       "seconds": round(time.time() - t0, 1),
                                       "machine": f"{platform.machine()}, {args.threads} threads, torch "
                                                  f"{torch.__version__}"})
+    print(markdown(summarise(results)))
     print(f"wrote {args.out} in {time.time() - t0:.0f} s")
 
 

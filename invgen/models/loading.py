@@ -10,8 +10,10 @@ from invgen.errors import InvgenModelError
 
 
 def looks_local(name: str) -> bool:
-    # A hub id is "name" or "owner/name"; anything else can only be a folder.
-    return name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/")
+    # A hub id is "name" or "owner/name"; anything else can only be a folder. "runs/x" where runs/ is a
+    # local folder is taken as a missing folder too: that is what a user typing it means.
+    return (name.startswith((".", "/", "~")) or name.count("/") > 1 or name.endswith("/")
+            or (name.count("/") == 1 and Path(name).parent.is_dir()))
 
 
 def load_pipeline(name_or_path: str | os.PathLike, torch_dtype=None, **kwargs):
@@ -69,9 +71,10 @@ def load_frozen_pipeline(name_or_path: str | os.PathLike, field: str, hint: str 
     return pipe
 
 
-def _first_line(e: BaseException) -> str:
+def _first_line(e: BaseException, limit: int = 200) -> str:
     text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    line = text[0] if text else type(e).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _invgen_pipeline_class(class_name: str):
