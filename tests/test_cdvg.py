@@ -188,9 +188,10 @@ def test_cdvg_config_errors_are_one_sentence(tmp_path):
 
     with pytest.raises(InvgenConfigError, match="translator.kind: must be one of"):
         load_config(CDvGConfig, None, ["translator.kind=stargan"])
-    cfg = load_config(CDvGConfig, None, [f"translator.model={tmp_path / 'none'}", "translator.train_if_missing=false"])
-    with pytest.raises(InvgenModelError, match="is not a diffusers pipeline folder"):
-        build_transform(cfg)
+    missing = [f"translator.model={tmp_path / 'none'}", "translator.train_if_missing=false"]
+    for kind, message in (("diffusion", "is not a diffusers pipeline folder"), ("learned", "not a trained Learned")):
+        with pytest.raises(InvgenModelError, match=message):
+            build_transform(load_config(CDvGConfig, None, [*missing, f"translator.kind={kind}"]))
 
 
 def test_cdvg_with_genviews_quality_driven_loss(ten_dir, learned, tmp_path):

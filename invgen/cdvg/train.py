@@ -31,12 +31,12 @@ MODEL_DIR = "model"
 @dataclass
 class TranslatorConfig:
     # diffusion | learned (bias translators) | genview (GenView's label-free views, invgen.views) | none (plain CE)
-    kind: str = "diffusion"
+    kind: str = "learned"
     # A diffusers pipeline folder (diffusion) or a LearnedTranslator folder (learned), trained on the
     # biased training set. With `train_if_missing` it is trained here first, for `train_steps` steps.
     model: str = "runs/digits/cdvg_translator"
     train_if_missing: bool = True
-    train_steps: int = 800
+    train_steps: int = 1500
     strength: float = 1.0
     switch: float | None = 0.8
     num_inference_steps: int = 20
