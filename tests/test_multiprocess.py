@@ -146,9 +146,9 @@ def cdvg_jobs(root: Path, digits: Path) -> list[list[str]]:
 
 
 def test_cdvg_and_its_translator_under_two_processes(tmp_path, digits_dir):
-    """The translator (no batch statistics) matches one process like the other trainers. CDvG itself runs
-    and writes from the main process only, but is not expected to match one process: its encoder's
-    BatchNorm statistics and its contrastive negatives are per process, as in single-node DDP SimCLR
+    """The translator (no batch statistics) matches one process like the other trainers. CDvG runs and
+    writes from the main process only; it matches one process only loosely: its encoder's BatchNorm
+    statistics and its contrastive negatives are per process, as in single-node DDP SimCLR
     (docs/reliability.md)."""
     one, two = tmp_path / "one", tmp_path / "two"
     for job in cdvg_jobs(one, digits_dir):
@@ -163,8 +163,10 @@ def test_cdvg_and_its_translator_under_two_processes(tmp_path, digits_dir):
     # One view per training image: the main process made them, the other only read them. (The file names
     # differ from one process's: they key the translator's exact weights, which differ by float rounding.)
     assert len(files(two / "views")) == len(files(one / "views")) == len(read_imagefolder(digits_dir / "train"))
-    for run in ("cdvg", "ce"):
-        assert len(log_losses(two / run)) == 4 and all(np.isfinite(log_losses(two / run)))
+    # Cross-entropy alone differs only by per-process BatchNorm statistics: within 1% (seen: 0.2%). With views
+    # each process contrasts half the batch (fewer negatives, a lower loss: seen 16% lower), so only finite.
+    np.testing.assert_allclose(log_losses(two / "ce"), log_losses(one / "ce"), rtol=1e-2)
+    assert len(log_losses(two / "cdvg")) == 4 and all(np.isfinite(log_losses(two / "cdvg")))
     written_one, written_two = ({f for f in files(root) if not f.startswith("views/")} for root in (one, two))
     extra = written_two - written_one
     assert extra and all(Path(f).name == "random_states_1.pkl" for f in extra), sorted(extra)
