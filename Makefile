@@ -36,6 +36,8 @@ lint: setup
 bench: setup
 	$(PY) scripts/bench_metrics.py
 	$(PY) scripts/bench_invdiff.py
+	$(PY) scripts/bench_cdvg.py
+	$(PY) scripts/bench_views.py
 
 clean:
 	rm -rf runs .pytest_cache
