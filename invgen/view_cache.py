@@ -43,6 +43,15 @@ def weights_digest(module: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
+def entry_path(cache_dir: Path, fingerprint: str, pixels: np.ndarray, *parts) -> Path:
+    """Where the view of `pixels` (8-bit) made by `fingerprint` with settings `parts` is cached."""
+    h = hashlib.sha256(fingerprint.encode())
+    h.update(pixels.tobytes())
+    h.update((f"|{pixels.shape}|" + "|".join(repr(p) for p in parts)).encode())
+    d = h.hexdigest()
+    return cache_dir / d[:2] / f"{d}.png"
+
+
 def read_cached(paths: Sequence[Path | None]) -> tuple[list[torch.Tensor | None], list[int]]:
     """The cached views (None where missing) and the indices still to compute."""
     out: list[torch.Tensor | None] = [None] * len(paths)

@@ -130,13 +130,7 @@ def train_learned_translator(cfg: LearnedTranslatorConfig, resume: bool = False)
         return translator_loss(model, trainer.shard(images[idx]), trainer.shard(a), trainer.shard(b), cfg)
 
     trainer.fit(compute_loss)
-    if trainer.is_main:
-        from invgen.atomic import atomic_dir
-
-        with atomic_dir(out / "model") as tmp:
-            trainer.unwrap().save_pretrained(tmp)
-    trainer.accelerator.wait_for_everyone()
-    return out / "model"
+    return trainer.save_model(out / "model")
 
 
 class LearnedTranslator(BiasTransform):

@@ -247,6 +247,7 @@ def train_cdvg(cfg: CDvGConfig, resume: bool = False) -> Path:
     quality = None
     if cfg.contrastive.loss == "quality_driven":
         from invgen.views.foreground import SaliencyForeground
+        from invgen.views.losses import pair_similarities
         from invgen.views.train import FrozenFeatures
 
         quality = SaliencyForeground(), FrozenFeatures()
@@ -264,8 +265,6 @@ def train_cdvg(cfg: CDvGConfig, resume: bool = False) -> Path:
         logits, z = model(torch.cat([x, v.flatten(0, 1)]), project=True)
         ce = F.cross_entropy(logits[:b], y)
         if quality is not None:  # GenView's loss: each image against its first view, pairs weighted by quality
-            from invgen.views.losses import pair_similarities
-
             saliency, frozen = quality
             first = v[:, 0]
             with torch.no_grad():
@@ -278,10 +277,4 @@ def train_cdvg(cfg: CDvGConfig, resume: bool = False) -> Path:
         return ce + cfg.contrastive.alpha * con(z, group)
 
     trainer.fit(compute_loss)
-    if trainer.is_main:
-        from invgen.atomic import atomic_dir
-
-        with atomic_dir(out / MODEL_DIR) as tmp:
-            trainer.unwrap().save_pretrained(tmp)
-    trainer.accelerator.wait_for_everyone()
-    return out / MODEL_DIR
+    return trainer.save_model(out / MODEL_DIR)

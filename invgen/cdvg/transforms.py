@@ -14,17 +14,23 @@ depend on the batch it was computed in: that is what lets the cache key a view b
 
 from __future__ import annotations
 
-import hashlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from invgen.errors import InvgenDataError, InvgenModelError
-from invgen.view_cache import from_uint8, per_image_seeds, read_cached, store, to_uint8, weights_digest
+from invgen.view_cache import (
+    entry_path,
+    from_uint8,
+    per_image_seeds,
+    read_cached,
+    store,
+    to_uint8,
+    weights_digest,
+)
 
 
 def draw_targets(labels: Sequence[int], seeds: Sequence[int], num_classes: int) -> list[int]:
@@ -198,16 +204,10 @@ class CachedTransform(BiasTransform):
     def fingerprint(self) -> str:
         return self.inner.fingerprint
 
-    def _key(self, pixels: np.ndarray, label: int, target: int, seed: int) -> Path:
-        h = hashlib.sha256(self.fingerprint.encode())
-        h.update(pixels.tobytes())
-        h.update(f"|{pixels.shape}|{label}|{target}|{seed}".encode())
-        d = h.hexdigest()
-        return self.cache_dir / d[:2] / f"{d}.png"
-
     def _translate(self, images: torch.Tensor, targets: list[int], seeds: list[int], labels: list[int]):
         pixels = [to_uint8(x) for x in images]
-        paths = [self._key(p, a, t, s) for p, a, t, s in zip(pixels, labels, targets, seeds, strict=True)]
+        paths = [entry_path(self.cache_dir, self.fingerprint, p, a, t, s)
+                 for p, a, t, s in zip(pixels, labels, targets, seeds, strict=True)]
         out, todo = read_cached(paths)
         self.hits += len(images) - len(todo)
         self.misses += len(todo)

@@ -161,7 +161,6 @@ class InvariantGuidance:
             if self.lora_weights is None:
                 raise InvgenModelError("this LoRA adapter has no weights yet")
             self._inject(unet, float(scale))
-            self._attached[id(unet)] = entry
             if fuse:
                 self._merge(unet, entry)
         else:
@@ -170,7 +169,7 @@ class InvariantGuidance:
                 self.module.to(unet.dtype)
             self.module.eval()
             entry["hook"] = unet.register_forward_hook(self._hook(entry), with_kwargs=True)
-            self._attached[id(unet)] = entry
+        self._attached[id(unet)] = entry
         unet._invgen_guidance = self
         return pipe
 

@@ -169,6 +169,17 @@ class Trainer:
     def unwrap(self) -> torch.nn.Module:
         return self.accelerator.unwrap_model(self.model)
 
+    def save_model(self, path: str | os.PathLike) -> Path:
+        """`save_pretrained` of the trained model into `path`, atomically, by the main process only."""
+        path = Path(path)
+        if self.is_main:
+            from invgen.atomic import atomic_dir
+
+            with atomic_dir(path) as tmp:
+                self.unwrap().save_pretrained(tmp)
+        self.accelerator.wait_for_everyone()
+        return path
+
     def _all_finite(self, loss: torch.Tensor) -> bool:
         # Decided together: a process that stopped alone would leave the others waiting in backward().
         finite = bool(torch.isfinite(loss.detach()).all())

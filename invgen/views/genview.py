@@ -21,7 +21,6 @@ noise level and its seed.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +33,15 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from invgen.errors import InvgenDataError, InvgenModelError
-from invgen.view_cache import from_uint8, per_image_seeds, read_cached, store, to_uint8, weights_digest
+from invgen.view_cache import (
+    entry_path,
+    from_uint8,
+    per_image_seeds,
+    read_cached,
+    store,
+    to_uint8,
+    weights_digest,
+)
 from invgen.views.foreground import ForegroundEstimator, build_foreground, check_images, foreground_proportion
 
 # GenView's levels on unCLIP's embedding-noise scale (0..1000).
@@ -182,11 +189,7 @@ class GenViewGenerator:
     def _key(self, pixels: np.ndarray, level: float, seed: int) -> Path | None:
         if self.cache_dir is None:
             return None
-        h = hashlib.sha256(self.fingerprint.encode())
-        h.update(pixels.tobytes())
-        h.update(f"|{pixels.shape}|{level!r}|{seed}".encode())
-        d = h.hexdigest()
-        return self.cache_dir / d[:2] / f"{d}.png"
+        return entry_path(self.cache_dir, self.fingerprint, pixels, level, seed)
 
     def _generate(self, x: torch.Tensor, levels: list[float], seeds: list[int]) -> torch.Tensor:
         gens = [torch.Generator().manual_seed(s) for s in seeds]
