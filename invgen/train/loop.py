@@ -26,7 +26,7 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from invgen.atomic import write_text
+from invgen.atomic import atomic_dir, write_text
 from invgen.config import check
 from invgen.errors import InvgenTrainingError
 
@@ -173,8 +173,6 @@ class Trainer:
         """`save_pretrained` of the trained model into `path`, atomically, by the main process only."""
         path = Path(path)
         if self.is_main:
-            from invgen.atomic import atomic_dir
-
             with atomic_dir(path) as tmp:
                 self.unwrap().save_pretrained(tmp)
         self.accelerator.wait_for_everyone()
