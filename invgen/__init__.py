@@ -20,6 +20,7 @@ _EXPORTS = {
     "load_pipeline": "invgen.models.loading",
     "save_pipeline": "invgen.models.loading",
     "build_clip_tokenizer": "invgen.models.tokenizer",
+    "tiny_pipeline": "invgen.models.tiny",
     "PixelTextToImagePipeline": "invgen.pipelines.pixel_t2i",
     "build_pixel_pipeline": "invgen.pipelines.pixel_t2i",
     "read_imagefolder": "invgen.data.imagefolder",
@@ -56,5 +57,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from invgen.invdiff.objective import group_robust_loss  # noqa: F401
     from invgen.metrics.report import bias_report, compare_reports, images_report  # noqa: F401
     from invgen.models.loading import load_pipeline, save_pipeline  # noqa: F401
+    from invgen.models.tiny import tiny_pipeline  # noqa: F401
     from invgen.models.tokenizer import build_clip_tokenizer  # noqa: F401
     from invgen.pipelines.pixel_t2i import PixelTextToImagePipeline, build_pixel_pipeline  # noqa: F401

@@ -131,6 +131,17 @@ def _friendly(fn: Callable) -> Callable:
     return wrapper
 
 
+def _check_numbers(per_prompt: Any, seed: Any, scale: Any, steps: Any, cfg: Any) -> None:
+    """The page's numbers, checked as the CLI checks its options: API callers can send any value."""
+    from invgen.config import GUIDANCE_SCALE_LIMIT, SCALE_LIMIT, check_number, check_seed
+
+    check_number(per_prompt, "images per prompt", 1)
+    check_number(steps, "denoising steps", 1)
+    check_number(scale, "adapter guidance scale", -SCALE_LIMIT, SCALE_LIMIT)
+    check_number(cfg, "classifier-free guidance", 0.0, GUIDANCE_SCALE_LIMIT)
+    check_seed(int(check_number(seed, "seed")), "seed")
+
+
 # ------------------------------------------------------------------------------------------- display
 def _for_display(images: np.ndarray) -> list[np.ndarray]:
     side = max(images.shape[1], images.shape[2]) if len(images) else DISPLAY_SIDE
@@ -158,6 +169,7 @@ def _metrics(result) -> dict[str, Any]:
             "attribute": report["attribute"],
             "classifier": report["classifier"],
             "n_images": report["n_images"],
+            "n_unreadable": report.get("n_unreadable", 0),
             **{key: report[key] for key in REPORT_METRICS},
             "ci": report.get("ci", {}),
             "counts": report["pooled"]["counts"],
@@ -226,6 +238,7 @@ def build_app(
         from invgen.metrics.report import comparison_markdown, report_markdown
         from invgen.side_by_side import clean_prompts, side_by_side
 
+        _check_numbers(per_prompt, seed, scale, steps, cfg)
         prompts = clean_prompts(prompts or "")
         with models.lock:
             progress(0.0, desc="loading models")
@@ -424,7 +437,12 @@ def _image_tensor(pipe, image: np.ndarray):
     import torch
     from PIL import Image
 
-    side = int(pipe.unet.config.sample_size) * int(getattr(pipe, "vae_scale_factor", 1) or 1)
+    from invgen.models.denoisers import denoiser_of
+
+    # The pipeline's own default size where it declares one (SDXL, SD3, Flux; a Flux transformer has no
+    # sample_size), else the denoiser's.
+    size = getattr(pipe, "default_sample_size", None) or denoiser_of(pipe).config.sample_size
+    side = int(size) * int(getattr(pipe, "vae_scale_factor", 1) or 1)
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = np.stack([arr] * 3, axis=-1)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from invgen.errors import InvgenError
+from invgen.errors import InvgenError, one_line
 
 app = typer.Typer(help="invgen: debias generative image models without bias labels.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -22,11 +22,15 @@ def data_digits(
     size: int = typer.Option(16, "--size", help="image side in pixels"),
     palette: str = typer.Option("two", "--palette", help="two (binary bias) or ten (Colored-MNIST setting)"),
     seed: int = typer.Option(0, "--seed"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="rebuild even if a matching set exists"),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="rebuild even if a matching set exists; replace train/ and test/ as they are"),
 ) -> None:
     """Build the colored-digits benchmark (train: biased, test: every digit in every color)."""
+    from invgen.config import check_number, check_seed
     from invgen.data.digits import make_colored_digits
 
+    check_number(p_align, "--p-align", 0.0, 1.0)
+    check_seed(seed, "--seed")
     path = make_colored_digits(out, p_align=p_align, size=size, palette_name=palette, seed=seed, overwrite=overwrite)
     typer.echo(f"wrote {path}/train and {path}/test")
 
@@ -51,6 +55,15 @@ def _register_commands() -> None:
 _register_commands()
 
 
+def _check_sample_numbers(scale: float, guidance_scale: float, seed: int) -> None:
+    # NaN or huge scales used to give black images with exit 0 and NaN in metadata.jsonl.
+    from invgen.config import GUIDANCE_SCALE_LIMIT, SCALE_LIMIT, check_number, check_seed
+
+    check_number(scale, "--scale", -SCALE_LIMIT, SCALE_LIMIT)
+    check_number(guidance_scale, "--guidance-scale", 0.0, GUIDANCE_SCALE_LIMIT)
+    check_seed(seed, "--seed")
+
+
 @app.command("sample")
 def sample(
     pipeline: str = typer.Option(..., "--pipeline", help="pipeline folder or hub id"),
@@ -59,10 +72,12 @@ def sample(
     per_prompt: int = typer.Option(50, "--per-prompt"),
     seed: int = typer.Option(0, "--seed"),
     guidance: str | None = typer.Option(None, "--guidance", help="InvDiff adapter folder to attach"),
-    scale: float = typer.Option(1.0, "--scale", help="adapter guidance scale s"),
+    scale: float = typer.Option(1.0, "--scale", help="adapter guidance scale s (-10 to 10)"),
     steps: int = typer.Option(25, "--steps", help="denoising steps"),
-    guidance_scale: float = typer.Option(2.0, "--guidance-scale", help="classifier-free guidance"),
+    guidance_scale: float = typer.Option(2.0, "--guidance-scale",
+                                         help="classifier-free guidance (0 to 100; up to 1: none)"),
     batch_size: int = typer.Option(64, "--batch-size"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the images of another sampling job in --out"),
 ) -> None:
     """Generate an image set (imagefolder + metadata.jsonl); split across `accelerate launch` processes."""
     from invgen.distributed import process_state
@@ -73,8 +88,12 @@ def sample(
     for option, value in (("--per-prompt", per_prompt), ("--steps", steps), ("--batch-size", batch_size)):
         if value <= 0:
             raise InvgenConfigError(f"{option} must be positive, got {value}")
+    _check_sample_numbers(scale, guidance_scale, seed)
     texts = read_prompts(prompts)
     pipe = load_pipeline(pipeline)
+    train_steps = getattr(getattr(pipe, "scheduler", None), "config", {}).get("num_train_timesteps")
+    if isinstance(train_steps, int) and steps > train_steps:
+        raise InvgenConfigError(f"--steps {steps} is more than the {train_steps} steps the scheduler was trained with")
     pipe.to(process_state().device)
     if guidance:
         from invgen.invdiff.guidance import InvariantGuidance
@@ -83,7 +102,7 @@ def sample(
     info = {"pipeline": pipeline, "guidance": guidance, "scale": scale if guidance else None,
             "num_inference_steps": steps, "guidance_scale": guidance_scale}
     sample_to_imagefolder(pipe, texts, per_prompt, out, seed=seed, batch_size=batch_size, info=info,
-                          num_inference_steps=steps, guidance_scale=guidance_scale)
+                          overwrite=overwrite, num_inference_steps=steps, guidance_scale=guidance_scale)
     if process_state().is_main_process:
         typer.echo(f"wrote {len(texts) * per_prompt} images to {out}")
 
@@ -102,9 +121,29 @@ def demo(
 _BOOL_WORDS = {"true": True, "yes": True, "1": True, "on": True, "false": False, "no": False, "0": False, "off": False}
 
 
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def _check_runs(runs: Path | None, pipeline: str | None) -> Path:
+    # An app over a folder that is not there would start with empty menus and no word why.
+    from invgen.errors import InvgenConfigError, shown
+
+    if runs is None:
+        runs = Path("runs")
+        if pipeline is not None or runs.is_dir():
+            return runs
+        raise InvgenConfigError("there is no runs folder here: give --runs FOLDER or --pipeline, or run "
+                                "`invgen demo` first")
+    if not runs.is_dir():
+        what = "is a file, not a folder" if runs.exists() else "does not exist"
+        raise InvgenConfigError(f"--runs {shown(runs)} {what}")
+    return runs
+
+
 @app.command("app")
 def app_command(
-    runs: Path = typer.Option(Path("runs"), "--runs", help="folder to list pipelines and InvDiff adapters from"),
+    runs: Path | None = typer.Option(None, "--runs", show_default="runs",
+                                     help="folder to list pipelines and InvDiff adapters from"),
     port: int | None = typer.Option(None, "--port", help="port (default: the first free one from 7860)"),
     host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (0.0.0.0: the whole network)"),
     share: str = typer.Option("false", "--share", metavar="true|false", help="a public gradio.live link"),
@@ -118,15 +157,22 @@ def app_command(
 
     if share.strip().lower() not in _BOOL_WORDS:
         raise InvgenConfigError(f"--share must be true or false, got '{share}'")
-    launch(runs, pipeline=pipeline, adapter=adapter, host=host, port=port, share=_BOOL_WORDS[share.strip().lower()],
-           clip=clip)
+    public = _BOOL_WORDS[share.strip().lower()]
+    runs = _check_runs(runs, pipeline)
+    if port is not None and not 0 <= port <= 65535:
+        raise InvgenConfigError(f"--port must be from 0 to 65535, got {port}")
+    if public or host.strip().lower() not in _LOOPBACK:
+        where = "a public gradio.live link" if public else f"--host {host}"
+        typer.echo(f"warning: with {where} the app is reachable from the network: anyone who reaches it can "
+                   "generate images and load models from any local path this user can read", err=True)
+    launch(runs, pipeline=pipeline, adapter=adapter, host=host, port=port, share=public, clip=clip)
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         app(args=argv, standalone_mode=False)
     except InvgenError as e:
-        typer.echo(f"error: {e}", err=True)
+        typer.echo(f"error: {one_line(e)}", err=True)
         return 2
     except (typer.Exit, SystemExit) as e:
         return int(getattr(e, "exit_code", getattr(e, "code", 0)) or 0)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -16,9 +18,81 @@ from typing import Any, TypeVar
 
 import yaml
 
-from invgen.errors import InvgenConfigError
+from invgen.errors import InvgenConfigError, shown
 
 T = TypeVar("T")
+
+
+SCALE_LIMIT = 10.0
+"""Largest |s| for the adapter's guidance scale: far beyond any useful value, well before overflow."""
+GUIDANCE_SCALE_LIMIT = 100.0
+"""Largest classifier-free guidance scale (0 to 1 means no guidance, as in diffusers)."""
+
+# A plain decimal number as text; words such as `nan` or `inf` stay text, and so are refused as numbers.
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def finite(value: float, field: str) -> float:
+    """`value` as a float, or a config error naming `field` when it is NaN or infinite (or too large)."""
+    if isinstance(value, bool):
+        raise InvgenConfigError(f"{_label(field)}must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond the float range
+        number = math.inf
+    except (TypeError, ValueError):
+        raise InvgenConfigError(f"{_label(field)}must be a number, got {_short(value)}") from None
+    if not math.isfinite(number):
+        raise InvgenConfigError(f"{_label(field)}must be a finite number, got {_short(value)}")
+    return number
+
+
+def _label(field: str) -> str:
+    # Config fields read `train.learning_rate: must ...`; command-line options `--scale must ...`.
+    return f"{field} " if field.startswith("-") else f"{field}: "
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} characters)"
+
+
+def check_number(
+    value: float,
+    field: str,
+    low: float | None = None,
+    high: float | None = None,
+    *,
+    low_open: bool = False,
+) -> float:
+    """`value` if it is finite and within [low, high] (or (low, high] with `low_open`); else a config error.
+
+    Used for numbers read outside config files (command-line options), so that they get the same one
+    sentence as a config field: `--scale must be between -10 and 10, got 1e+30`.
+    """
+    number = finite(value, field)
+    below = low is not None and (number <= low if low_open else number < low)
+    above = high is not None and number > high
+    if below or above:
+        if low is not None and high is not None:
+            bounds = f"in ({low:g}, {high:g}]" if low_open else f"between {low:g} and {high:g}"
+        elif low is not None:
+            bounds = f"greater than {low:g}" if low_open else f"{low:g} or more"
+        else:
+            bounds = f"{high:g} or less"
+        raise InvgenConfigError(f"{_label(field)}must be {bounds}, got {_short(value)}")
+    return number
+
+
+SEED_LIMIT = 2**32 - 1
+"""Seeds are 0 to 2**32 - 1, which numpy, torch and the per-image seeds of `invgen.sampling` all take."""
+
+
+def check_seed(value: int, field: str) -> int:
+    """`value` if it is a seed every random generator takes; else a config error naming `field`."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_LIMIT:
+        raise InvgenConfigError(f"{_label(field)}must be an integer from 0 to {SEED_LIMIT}, got {_short(value)}")
+    return value
 
 
 def _type_name(tp: Any) -> str:
@@ -68,9 +142,14 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
             raise InvgenConfigError(f"{where}: expected a mapping, got {value!r}")
         return dict(value)
     if tp is float:
+        if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+            # YAML 1.1 reads `1e-4` (no dot, no exponent sign) as a string; a number beyond float is refused.
+            text, value = value.strip(), float(value)
+            if not math.isfinite(value):
+                raise InvgenConfigError(f"{where}: must be a finite number, got {text}")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise InvgenConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+        return finite(value, where)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise InvgenConfigError(f"{where}: expected an integer, got {value!r}")
@@ -142,20 +221,22 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     source = "config"
     if path is not None:
         path = Path(path)
-        source = str(path)
+        source = shown(path)
         if not path.is_file():
-            raise InvgenConfigError(f"config file {path} does not exist")
+            raise InvgenConfigError(f"config file {source} does not exist")
         try:
-            loaded = yaml.safe_load(path.read_text())
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as e:
+            raise InvgenConfigError(f"{source}: not UTF-8 text (byte {e.start + 1})") from None
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             line = f" line {mark.line + 1}" if mark is not None else ""
             problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-            raise InvgenConfigError(f"{path}{line}: malformed YAML ({problem})") from None
+            raise InvgenConfigError(f"{source}{line}: malformed YAML ({problem})") from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise InvgenConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+            raise InvgenConfigError(f"{source}: expected a mapping at the top level, got {type(loaded).__name__}")
         data = loaded
     for item in overrides or []:
         if "=" not in item:

@@ -13,6 +13,7 @@ import numpy as np
 
 from invgen.atomic import atomic_file, write_json, write_text
 from invgen.config import load_config
+from invgen.metrics.report import json_safe
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "digits"
 
@@ -171,5 +172,5 @@ def write_report(out: Path, figures: dict, images: dict, per_prompt: int) -> dic
     ]
     write_text(out / "report.md", "\n".join(text))
     summary = {name: {k: v for k, v in f.items()} for name, f in figures.items()}
-    write_json(out / "report.json", summary)
+    write_json(out / "report.json", json_safe(summary))  # figures of a set the oracle cannot read are null
     return summary

@@ -23,3 +23,22 @@ class InvgenModelError(InvgenError):
 
 class InvgenTrainingError(InvgenError):
     """Training cannot go on (for example, the loss became NaN)."""
+
+
+class InvgenOutputError(InvgenError):
+    """An output cannot be written: the disk is full or read-only, or permission is denied."""
+
+
+def shown(path: object) -> str:
+    """A path (or any user text) as it goes into an error message: as is when printable, else quoted with
+    escapes, so that a newline or control character in a file name cannot split the one-line error."""
+    text = str(path)
+    return text if text.isprintable() else repr(text)
+
+
+def one_line(message: object) -> str:
+    """The message of an error as one printable line (the CLI's last guard for texts not passed to `shown`)."""
+    text = str(message)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

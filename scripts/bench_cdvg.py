@@ -44,7 +44,7 @@ def run_one(work: Path, p_align: float, method: str, seed: int) -> dict:
     # The translators' training budgets of the recorded run (docs/benchmarks.md).
     overrides += {"learned": ["translator.train_steps=1500"], "diffusion": ["translator.train_steps=800"]}.get(kind, [])
     if not (out / "eval.json").is_file():
-        train_cdvg(load_config(CDvGConfig, "configs/digits/cdvg.yaml", overrides))
+        train_cdvg(load_config(CDvGConfig, "configs/digits/cdvg.yaml", overrides), resume=True)  # a killed run goes on
         evaluate_run(out)
     result = json.loads((out / "eval.json").read_text())
     return {"p_align": p_align, "method": method, "seed": seed, **{k: result[k] for k in FIELDS}}

@@ -92,7 +92,8 @@ def main() -> None:
             cfg = SSLConfig(output_dir=str(work / "ssl" / f"{arm['views']}_{arm['loss']}_s{seed}"), **arm)
             cfg.train.steps, cfg.train.seed = steps, seed
             t0 = time.time()
-            model = train_ssl(cfg, train_x, generated if arm["views"] == "genview" else None)
+            # resume: a rerun into the same --work folder continues (or reuses) each arm's run
+            model = train_ssl(cfg, train_x, generated if arm["views"] == "genview" else None, resume=True)
             acc, correct = linear_probe(model.encoder, train_x, train_y, test_x, test_y, seed=seed)
             runs.append({"seed": seed, "accuracy": acc,
                          "conflicting_accuracy": float(correct[conflicting].float().mean()),

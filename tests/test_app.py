@@ -37,7 +37,7 @@ def runs(tmp_path_factory):
     # with the exact oracle.
     shutil.copytree(base, root / "plain")
     (base / "train_config.yaml").write_text("data:\n  builder: colored_digits\n  palette: two\n")
-    guidance = InvariantGuidance.for_unet(pipe.unet, AdapterConfig(kind="residual"), base_model=str(base))
+    guidance = InvariantGuidance.for_denoiser(pipe.unet, AdapterConfig(kind="residual"), base_model=str(base))
     torch.manual_seed(0)
     with torch.no_grad():  # a fresh adapter adds exactly 0 (zero-initialised output): make it act
         for p in guidance.module.parameters():
@@ -82,7 +82,7 @@ def test_find_models_lists_pipelines_and_adapters_with_their_base(runs):
 
 
 def test_side_by_side_uses_the_same_noise_and_leaves_the_pipeline_as_it_was(runs):
-    from invgen.invdiff.guidance import InvariantGuidance
+    from invgen.invdiff.guidance import InvariantGuidance, attached_adapters
     from invgen.models.loading import load_pipeline
     from invgen.sampling import generate, image_seed
     from invgen.side_by_side import side_by_side
@@ -96,7 +96,7 @@ def test_side_by_side_uses_the_same_noise_and_leaves_the_pipeline_as_it_was(runs
                       num_inference_steps=3)
     np.testing.assert_array_equal(result.images["base"], direct)
     np.testing.assert_array_equal(result.images["debiased"], direct)  # s = 0 is the base model, bit for bit
-    assert pipe.unet._invgen_guidance is None  # detached afterwards
+    assert attached_adapters(pipe) == {}  # detached afterwards
     assert steps == pytest.approx([1 / 6, 2 / 6, 3 / 6, 4 / 6, 5 / 6, 1.0])
     assert result.reports["base"]["classifier"] == "oracle:color"
     assert result.comparison["ratio_to_baseline"]["debiased"]["fairness_discrepancy"] in (1.0, None)

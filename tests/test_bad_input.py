@@ -186,15 +186,40 @@ def test_adapter_for_another_base_model_is_refused(trained, tmp_path, capsys):
 def test_adapter_weights_of_another_shape_are_refused(trained, tmp_path, capsys):
     import shutil
 
-    from safetensors.torch import load_file, save_file
+    from safetensors import safe_open
+    from safetensors.torch import save_file
 
     root, _, _ = trained
     bad = tmp_path / "inv"
     shutil.copytree(root / "inv", bad)
-    weights = load_file(bad / "adapter.safetensors")
-    save_file({k: torch.zeros(v.shape[0] + 1, *v.shape[1:]) for k, v in weights.items()}, bad / "adapter.safetensors")
+    lora = bad / "pytorch_lora_weights.safetensors"
+    with safe_open(str(lora), "pt") as f:
+        meta, weights = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    key = sorted(k for k in weights if k.endswith("to_q.lora_B.weight"))[0]
+    weights[key] = torch.zeros(weights[key].shape[0] + 1, *weights[key].shape[1:])  # rank kept, width not
+    save_file(weights, lora, metadata=meta)
     msg = sample(capsys, *sample_args(root, tmp_path, root / "base", bad))
-    assert msg.startswith("error: the adapter does not fit this UNet: ") and "size mismatch" in msg
+    assert msg.startswith(f"error: {lora}: the adapter does not fit this UNet: size mismatch for ")
+    assert key.removeprefix("unet.") in msg
+
+
+def test_adapter_missing_a_tensor_is_refused(trained, tmp_path, capsys):
+    import shutil
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    root, _, _ = trained
+    bad = tmp_path / "inv"
+    shutil.copytree(root / "inv", bad)
+    lora = bad / "pytorch_lora_weights.safetensors"
+    with safe_open(str(lora), "pt") as f:
+        meta, weights = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
+    key = sorted(k for k in weights if k.endswith("lora_A.weight"))[0]
+    del weights[key]  # peft would have filled it with its random init
+    save_file(weights, lora, metadata=meta)
+    msg = sample(capsys, *sample_args(root, tmp_path, root / "base", bad))
+    assert msg == f"error: {lora}: {key} is missing (each LoRA layer needs its lora_A and lora_B)"
 
 
 def test_corrupt_adapter_and_groups_files(trained, tmp_path, capsys):
@@ -203,12 +228,13 @@ def test_corrupt_adapter_and_groups_files(trained, tmp_path, capsys):
     root, inv, _ = trained
     bad = tmp_path / "inv"
     shutil.copytree(root / "inv", bad)
-    (bad / "adapter.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header")
+    (bad / "pytorch_lora_weights.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header")
     msg = sample(capsys, *sample_args(root, tmp_path, root / "base", bad))
-    assert msg.startswith(f"error: {bad / 'adapter.safetensors'}: unreadable or corrupt weights")
+    assert msg.startswith(f"error: {bad / 'pytorch_lora_weights.safetensors'}: unreadable or corrupt weights")
 
     groups = bad / "groups.safetensors"
     groups.write_bytes(groups.read_bytes()[:100])  # cut short, as by a full disk
+    shutil.rmtree(bad / "checkpoints")  # the copied run's: a fresh run into the folder refuses them first
     args = [a if not a.startswith("output_dir=") else f"output_dir={bad}" for a in inv]
     assert train(capsys, "invdiff", *args).startswith(f"error: {groups} is unreadable or corrupt")
 

@@ -4,7 +4,6 @@ import torch
 
 from invgen import AdapterConfig, InvariantGuidance
 from invgen.errors import InvgenConfigError, InvgenModelError
-from invgen.invdiff.adapter import lora_layers
 from invgen.invdiff.grouper import fit_group_weights, project_simplex, separation_report
 from invgen.invdiff.objective import group_robust_loss
 
@@ -24,18 +23,21 @@ def _inputs():
     return torch.randn(3, 3, 16, 16, generator=g), torch.tensor([10, 500, 900]), torch.randn(3, 77, 32, generator=g)
 
 
+def _lora_layers(unet):
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    return [m for m in unet.modules() if isinstance(m, BaseTunerLayer)]
+
+
 def _trained_guidance(unet, kind):
-    guidance = InvariantGuidance.for_unet(unet, AdapterConfig(kind=kind))
+    guidance = InvariantGuidance.for_denoiser(unet, AdapterConfig(kind=kind))
     model, params = guidance.training_module(unet)
     g = torch.Generator().manual_seed(2)
     with torch.no_grad():
         for p in params:
             p.add_(0.05 * torch.randn(p.shape, generator=g))
-    guidance.collect(model)
-    if kind == "lora":
-        from invgen.invdiff.adapter import remove_lora
-
-        remove_lora(unet)
+    guidance.collect(model)  # takes the weights and, for a LoRA, removes the training adapter
+    assert not _lora_layers(unet)
     unet.requires_grad_(False)
     return guidance
 
@@ -82,23 +84,24 @@ def test_fuse_lora_matches_and_detach_restores(perturbed_pipe):
     with torch.no_grad():
         base = unet(x, t, encoder_hidden_states=c).sample
         guidance.attach(perturbed_pipe, scale=1.0, fuse=False)
-        assert lora_layers(unet)
+        assert list(unet.peft_config) == ["invgen"] and unet.active_adapters() == ["invgen"]
         guided = unet(x, t, encoder_hidden_states=c).sample
         guidance.set_scale(perturbed_pipe, 0.5)
         half = unet(x, t, encoder_hidden_states=c).sample
         guidance.fuse(perturbed_pipe)
-        assert not lora_layers(unet)  # fused: plain layers, no extra cost
+        assert not _lora_layers(unet)  # fused: plain layers, no extra cost
         torch.testing.assert_close(unet(x, t, encoder_hidden_states=c).sample, half, atol=1e-5, rtol=1e-5)
         guidance.set_scale(perturbed_pipe, 1.0)  # re-folded from the exact base weights
-        assert not lora_layers(unet)
+        assert not _lora_layers(unet)
         torch.testing.assert_close(unet(x, t, encoder_hidden_states=c).sample, guided, atol=1e-5, rtol=1e-5)
         guidance.detach(perturbed_pipe)
         assert torch.equal(unet(x, t, encoder_hidden_states=c).sample, base)
         guidance.attach(perturbed_pipe, scale=1.0)  # the default attach folds too
-        assert not lora_layers(unet)
+        assert not _lora_layers(unet)
         torch.testing.assert_close(unet(x, t, encoder_hidden_states=c).sample, guided, atol=1e-5, rtol=1e-5)
         guidance.detach(perturbed_pipe)
         assert torch.equal(unet(x, t, encoder_hidden_states=c).sample, base)
+        assert not _lora_layers(unet) and not hasattr(unet, "peft_config")  # the plain UNet again
 
 
 def test_lora_is_small_and_guides_a_stock_sd_pipeline():
@@ -141,7 +144,7 @@ def test_adapter_for_another_model_and_corrupt_files(perturbed_pipe, tmp_path):
 def test_double_attach_is_refused(perturbed_pipe):
     guidance = _trained_guidance(perturbed_pipe.unet, "residual")
     guidance.attach(perturbed_pipe)
-    with pytest.raises(InvgenModelError, match="already attached"):
+    with pytest.raises(InvgenModelError, match="already has an adapter named 'invgen'; detach it first"):
         guidance.attach(perturbed_pipe)
 
 

@@ -147,7 +147,7 @@ def test_gradient_checkpointing_trains_the_lora_of_a_frozen_latent_unet(tiny_sd_
         if checkpointing:
             unet.enable_gradient_checkpointing()
         torch.manual_seed(0)  # the LoRA's A matrices are drawn at injection
-        model, params = InvariantGuidance.for_unet(unet, AdapterConfig(rank=2)).training_module(unet)
+        model, params = InvariantGuidance.for_denoiser(unet, AdapterConfig(rank=2)).training_module(unet)
         for p in params:  # B starts at zero; make it non-zero so A gets a gradient too
             p.data.add_(0.01 * torch.randn_like(p))
         model.train()
@@ -172,7 +172,7 @@ def _groups_adapter_sampling_metrics(tmp_path, base_dir, birds_dir, steps):
     assert groups["n"] == 48 and len(groups["group_sizes"]) == 2 and "loss_auc" in groups
 
     train_invdiff(cfg)
-    assert (out / "invgen_guidance.json").is_file() and (out / "adapter.safetensors").is_file()
+    assert (out / "invgen_guidance.json").is_file() and (out / "pytorch_lora_weights.safetensors").is_file()
     log = [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
     assert log and all(np.isfinite(log))
 

@@ -68,8 +68,8 @@ def assert_only_complete_things_visible(out: Path) -> bool:
         state = json.loads((ckpt / "trainer_state.json").read_text())
         assert ckpt.name == f"checkpoint-{state['step']}" and len(state["losses"]) == state["step"]
         load_file(ckpt / "model.safetensors")
-        torch.load(ckpt / "optimizer.bin", weights_only=False)
-        torch.load(ckpt / "random_states_0.pkl", weights_only=False)
+        load_file(ckpt / "optimizer.safetensors")
+        json.loads((ckpt / "scheduler.json").read_text())
     if (out / "model_index.json").exists():
         load_file(out / UNET)
     return any((out / "checkpoints").glob(".checkpoint-*.tmp"))

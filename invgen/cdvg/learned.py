@@ -81,7 +81,8 @@ class LearnedTranslatorConfig:
         self.data.validate()
         self.train.validate()
         check(self.num_classes >= 2, "num_classes", f"must be at least 2, got {self.num_classes}")
-        check(self.lambda_rec >= 0 and self.lambda_cls >= 0, "lambda_rec", "loss weights must be 0 or more")
+        check(self.lambda_cls >= 0, "lambda_cls", f"must be 0 or more, got {self.lambda_cls}")
+        check(self.lambda_rec >= 0, "lambda_rec", f"must be 0 or more, got {self.lambda_rec}")
 
 
 def translator_loss(net: nn.Module, x: torch.Tensor, a: torch.Tensor, b: torch.Tensor, cfg: LearnedTranslatorConfig):
@@ -118,10 +119,8 @@ def train_learned_translator(cfg: LearnedTranslatorConfig, resume: bool = False)
     torch.manual_seed(cfg.train.seed)  # the initialisation: the same in every process and every run
     net = TranslatorNet(cfg.num_classes, cfg.channels, cfg.blocks)
     trainer = Trainer(cfg.train, out, net, desc="translator")
-    split = start_run(trainer, cfg)
+    split = start_run(trainer, cfg, resume)
     images, labels, _ = load_labelled_images(split, cfg.num_classes)
-    if resume:
-        trainer.resume()
 
     def compute_loss(model, step, micro, gen):
         idx = torch.randint(0, len(images), (cfg.train.batch_size,), generator=gen)

@@ -19,7 +19,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from invgen.config import check
+from invgen.config import GUIDANCE_SCALE_LIMIT, check, check_seed
 from invgen.errors import InvgenModelError
 from invgen.models.encoders import build_encoder
 from invgen.train.data import DataConfig, start_run
@@ -50,7 +50,12 @@ class TranslatorConfig:
         check(self.kind in kinds, f"{prefix}.kind", f"must be one of {kinds}, got '{self.kind}'")
         check(self.views >= 1, f"{prefix}.views", f"must be at least 1, got {self.views}")
         check(0 < self.strength <= 1, f"{prefix}.strength", f"must be in (0, 1], got {self.strength}")
+        check(self.switch is None or 0 <= self.switch <= 1, f"{prefix}.switch",
+              f"must be in [0, 1] or null, got {self.switch}")
+        check(0 <= self.guidance_scale <= GUIDANCE_SCALE_LIMIT, f"{prefix}.guidance_scale",
+              f"must be between 0 and {GUIDANCE_SCALE_LIMIT:g}, got {self.guidance_scale}")
         check(self.train_steps > 0, f"{prefix}.train_steps", "must be positive")
+        check_seed(self.seed, f"{prefix}.seed")
 
 
 @dataclass
@@ -76,6 +81,7 @@ class ContrastiveConfig:
         check(self.loss != "quality_driven" or self.positives == "instance", f"{prefix}.positives",
               "quality_driven pairs each image with its own view: use positives: instance")
         check(self.temperature > 0, f"{prefix}.temperature", "must be positive")
+        check(self.quality_temperature > 0, f"{prefix}.quality_temperature", "must be positive")
         check(self.positives in ("instance", "class"), f"{prefix}.positives", "must be instance or class")
 
 
@@ -238,7 +244,7 @@ def train_cdvg(cfg: CDvGConfig, resume: bool = False) -> Path:
         # No views, no contrastive term: a head without gradients would stall DDP's gradient reduction.
         model.projection.requires_grad_(False)
     trainer = Trainer(cfg.train, out, model, desc=f"cdvg[{cfg.translator.kind}]")
-    split = start_run(trainer, cfg)
+    split = start_run(trainer, cfg, resume)
     images, labels, _ = load_labelled_images(split, cfg.num_classes)
     views = None
     if cfg.translator.kind != "none":
@@ -251,8 +257,6 @@ def train_cdvg(cfg: CDvGConfig, resume: bool = False) -> Path:
         from invgen.views.train import FrozenFeatures
 
         quality = SaliencyForeground(), FrozenFeatures()
-    if resume:
-        trainer.resume()
 
     def compute_loss(model, step, micro, gen):
         idx = torch.randint(0, len(images), (cfg.train.batch_size,), generator=gen)

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from invgen.atomic import write_json
-from invgen.data.imagefolder import ImageRecord, write_imagefolder
-from invgen.errors import InvgenDataError
+from invgen.data.imagefolder import METADATA, ImageRecord, write_imagefolder
+from invgen.errors import InvgenDataError, shown
 
 PALETTES: dict[str, list[tuple[str, tuple[int, int, int]]]] = {
     # Two hues far apart on the color wheel, both bright enough for the digit CNN.
@@ -146,6 +146,44 @@ def build_splits(
     }
 
 
+class ForeignDataError(InvgenDataError):
+    """A folder the digits builder would replace holds data it did not build (`path` names it)."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"{shown(path)} holds files that invgen did not build; pass --overwrite to replace it")
+        self.path = path
+
+
+SPLITS = ("train", "test")
+STAMP = "dataset.json"
+
+
+def _read_stamp(stamp: Path) -> dict | None:
+    try:
+        built = json.loads(stamp.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return built if isinstance(built, dict) and built.get("builder") == "colored_digits" else None
+
+
+def _check_replaceable(out: Path, built: dict | None) -> None:
+    """Raise `ForeignDataError` unless everything a rebuild replaces was written by this builder.
+
+    Proof is the stamp it writes last plus split folders that hold exactly what their metadata lists;
+    an empty folder loses nothing when replaced.
+    """
+    from invgen.data.imagefolder import unlisted_files
+
+    if (out / STAMP).exists() and built is None:
+        raise ForeignDataError(out / STAMP)
+    for name in SPLITS:
+        split = out / name
+        if not split.exists() or (split.is_dir() and not any(split.iterdir())):
+            continue
+        if built is None or not split.is_dir() or unlisted_files(split):
+            raise ForeignDataError(split)
+
+
 def make_colored_digits(
     out: str | os.PathLike,
     p_align: float = 0.95,
@@ -155,8 +193,14 @@ def make_colored_digits(
     test_fraction: float = 0.2,
     overwrite: bool = False,
 ) -> Path:
-    """Write `out/train` and `out/test` as imagefolders; an existing complete set is reused."""
+    """Write `out/train` and `out/test` as imagefolders; an existing complete set is reused.
+
+    A set this builder made with other parameters is rebuilt. Folders it did not make are replaced only
+    with `overwrite=True`; otherwise `ForeignDataError` names the first one.
+    """
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InvgenDataError(f"{shown(out)} is a file, not a folder to build the digits set in")
     params = {
         "builder": "colored_digits",
         "p_align": p_align,
@@ -165,13 +209,20 @@ def make_colored_digits(
         "seed": seed,
         "test_fraction": test_fraction,
     }
-    stamp = out / "dataset.json"
-    if not overwrite and stamp.is_file():
-        if json.loads(stamp.read_text()) == params:
-            return out
+    stamp = out / STAMP
+    built = _read_stamp(stamp)
+    if not overwrite and built == params and all((out / name / METADATA).is_file() for name in SPLITS):
+        return out
+    if not overwrite:
+        _check_replaceable(out, built)
     splits = build_splits(p_align, size, palette_name, seed, test_fraction)
-    for name, split in splits.items():
-        write_imagefolder(out / name, list(split.images), split.records)
-    # The stamp is written last: its presence means both splits are complete.
-    write_json(stamp, params)
+    try:
+        for name, split in splits.items():
+            write_imagefolder(out / name, list(split.images), split.records)
+        # The stamp is written last: its presence means both splits are complete.
+        write_json(stamp, params)
+    except OSError as e:
+        from invgen.atomic import write_error
+
+        raise write_error(out, e) or InvgenDataError(f"cannot write {shown(out)}: {e.strerror or e}") from None
     return out

@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from invgen.atomic import atomic_dir, atomic_file
-from invgen.errors import InvgenDataError
+from invgen.atomic import atomic_dir, atomic_file, json_text
+from invgen.errors import InvgenDataError, shown
 
 METADATA = "metadata.jsonl"
 
@@ -59,14 +59,14 @@ class ImageSet:
     @property
     def labels(self) -> np.ndarray:
         if any(r.label is None for r in self.records):
-            raise InvgenDataError(f"{self.root / METADATA}: some records have no 'label'")
+            raise InvgenDataError(f"{shown(self.root / METADATA)}: some records have no 'label'")
         return np.array([r.label for r in self.records], dtype=np.int64)
 
     def attribute(self, name: str) -> list[Any]:
         values = []
         for i, r in enumerate(self.records):
             if name not in r.attributes:
-                raise InvgenDataError(f"{self.root / METADATA}:{i + 1}: no attribute '{name}'")
+                raise InvgenDataError(f"{shown(self.root / METADATA)}:{i + 1}: no attribute {name!r}")
             values.append(r.attributes[name])
         return values
 
@@ -79,7 +79,8 @@ class ImageSet:
         return torch.from_numpy(self.images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def _parse_record(line: str, meta: Path, lineno: int) -> ImageRecord:
+def _parse_record(line: str, meta: str, lineno: int) -> ImageRecord:
+    """One metadata line as a record; `meta` is the metadata path as shown in messages."""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as e:
@@ -93,7 +94,7 @@ def _parse_record(line: str, meta: Path, lineno: int) -> ImageRecord:
         raise InvgenDataError(f"{meta}:{lineno}: 'file_name' must be a path inside the folder, got {name!r}")
     prompt = obj.pop("prompt", None)
     if not isinstance(prompt, str):
-        raise InvgenDataError(f"{meta}:{lineno}: missing 'prompt' (a string) for {name}")
+        raise InvgenDataError(f"{meta}:{lineno}: missing 'prompt' (a string) for {shown(name)}")
     label = obj.pop("label", None)
     if label is not None and (isinstance(label, bool) or not isinstance(label, int)):
         raise InvgenDataError(f"{meta}:{lineno}: 'label' must be an integer, got {label!r}")
@@ -106,10 +107,11 @@ def _parse_record(line: str, meta: Path, lineno: int) -> ImageRecord:
 def read_metadata(root: str | os.PathLike) -> list[ImageRecord]:
     root = Path(root)
     if not root.is_dir():
-        raise InvgenDataError(f"{root}: no such image folder")
+        raise InvgenDataError(f"{shown(root)}: no such image folder")
     meta = root / METADATA
     if not meta.is_file():
-        raise InvgenDataError(f"{root}: no {METADATA} (an image set needs one line per image)")
+        raise InvgenDataError(f"{shown(root)}: no {METADATA} (an image set needs one line per image)")
+    where = shown(meta)  # a newline in a folder name must not split the one-line error
     records = []
     seen: dict[str, int] = {}
     with open(meta, "rb") as f:
@@ -117,30 +119,30 @@ def read_metadata(root: str | os.PathLike) -> list[ImageRecord]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                raise InvgenDataError(f"{meta}:{lineno}: not UTF-8 text (byte {e.start + 1})") from None
+                raise InvgenDataError(f"{where}:{lineno}: not UTF-8 text (byte {e.start + 1})") from None
             if not line.strip():
                 continue
-            rec = _parse_record(line, meta, lineno)
+            rec = _parse_record(line, where, lineno)
             if rec.file_name in seen:
                 raise InvgenDataError(
-                    f"{meta}:{lineno}: {rec.file_name} is listed twice (first on line {seen[rec.file_name]})"
+                    f"{where}:{lineno}: {shown(rec.file_name)} is listed twice (first on line {seen[rec.file_name]})"
                 )
             seen[rec.file_name] = lineno
             records.append(rec)
     if not records:
-        raise InvgenDataError(f"{meta}: the image set is empty")
+        raise InvgenDataError(f"{where}: the image set is empty")
     return records
 
 
 def _load_image(path: Path, where: str) -> Image.Image:
     if not path.is_file():
-        raise InvgenDataError(f"{where}: image {path.name} does not exist")
+        raise InvgenDataError(f"{where}: image {shown(path.name)} does not exist")
     try:
         with Image.open(path) as im:
             im.load()
             return im.copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise InvgenDataError(f"{where}: image {path.name} is unreadable or truncated ({e})") from None
+        raise InvgenDataError(f"{where}: image {shown(path.name)} is unreadable or truncated ({e})") from None
 
 
 def _to_array(im: Image.Image, mode: str) -> np.ndarray:
@@ -177,24 +179,26 @@ def read_imagefolder(
     if not load_images:
         for lineno, rec in enumerate(records, start=1):
             if not (root / rec.file_name).is_file():
-                raise InvgenDataError(f"{root / METADATA}:{lineno}: image {rec.file_name} does not exist")
+                raise InvgenDataError(f"{shown(root / METADATA)}:{lineno}: image {shown(rec.file_name)} does not exist")
         return ImageSet(root, records)
     want = (size, size) if isinstance(size, int) else size
     arrays = []
     first_mode = None
     for lineno, rec in enumerate(records, start=1):
-        where = f"{root / METADATA}:{lineno}"
+        where = f"{shown(root / METADATA)}:{lineno}"
         im = _load_image(root / rec.file_name, where)
         if mode is None:
             first_mode = first_mode or im.mode
             if im.mode != first_mode:
-                raise InvgenDataError(f"{where}: image {rec.file_name} has mode {im.mode}, the set has {first_mode}")
+                raise InvgenDataError(
+                    f"{where}: image {shown(rec.file_name)} has mode {im.mode}, the set has {first_mode}"
+                )
         if want is None:
             want = im.size
         if im.size != want:
             if strict_size:
                 raise InvgenDataError(
-                    f"{where}: image {rec.file_name} is {im.size[0]}x{im.size[1]}, expected {want[0]}x{want[1]}"
+                    f"{where}: image {shown(rec.file_name)} is {im.size[0]}x{im.size[1]}, expected {want[0]}x{want[1]}"
                 )
             im = im.resize(want, Image.BICUBIC)
         arrays.append(_to_array(im, mode or im.mode))
@@ -219,6 +223,10 @@ def write_imagefolder(
     if len(images) != len(records):
         raise ValueError(f"{len(images)} images but {len(records)} records")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InvgenDataError(f"{shown(out)} is a file, not a folder for an image set")
+    if out.exists() and not overwrite:
+        raise InvgenDataError(f"{shown(out)} already exists; pass overwrite=True to replace it")
     with atomic_dir(out, overwrite=overwrite) as tmp:
         for image, rec in zip(images, records, strict=True):
             target = tmp / rec.file_name
@@ -228,10 +236,27 @@ def write_imagefolder(
     return out
 
 
+def unlisted_files(root: str | os.PathLike) -> list[Path]:
+    """Files under the set `root` that its `metadata.jsonl` does not list: what replacing the set would lose.
+
+    Without a readable metadata file every file counts. Writers call this before replacing a folder, so
+    that an image set is replaced only when it holds nothing but what its metadata describes.
+    """
+    root = Path(root)
+    try:
+        listed = {rec.file_name for rec in read_metadata(root)} | {METADATA}
+    except InvgenDataError:
+        listed = set()
+    return sorted(p for p in root.rglob("*") if not p.is_dir() and p.relative_to(root).as_posix() not in listed)
+
+
 def write_metadata(root: str | os.PathLike, records: Iterable[ImageRecord]) -> None:
-    with atomic_file(Path(root) / METADATA, "w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec.to_json()) + "\n")
+    meta = Path(root) / METADATA
+    # Every line is made first, so a value JSON cannot hold (NaN, infinity) is refused before anything is written.
+    lines = [json_text(rec.to_json(), f"{meta}:{i}") for i, rec in enumerate(records, start=1)]
+    with atomic_file(meta, "w", encoding="utf-8") as f:
+        for line in lines:
+            f.write(line + "\n")
 
 
 def save_image(image: Image.Image | np.ndarray, path: str | os.PathLike) -> None:

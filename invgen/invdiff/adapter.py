@@ -1,17 +1,22 @@
-"""The networks that produce the guidance correction Δ(x_t, t, c).
+"""The networks that produce the guidance correction Δ(x_t, t, c), and their config.
 
-Three kinds, one interface (`build_adapter_module`, `attach_module`, `detach_module`):
-- `lora` (default): a peft LoRA on the UNet's attention and conv projections; Δ is the difference the
-  adapter makes, its scale is the LoRA scale, and at scale 1 it can be fused into the weights.
+Three kinds:
+- `lora` (default): a LoRA on the denoiser's attention projections (and, for UNets, the projections and
+  convolutions around them), held as a diffusers adapter named "invgen" (see `invgen/invdiff/lora.py`); Δ is
+  the difference the adapter makes and its scale is the adapter weight.
 - `residual`: a small side network fed with x_t, t and c; zero-initialised output, so an untrained
   adapter is the base model.
 - `copy`: a full copy of the UNet with a zero-initialised output layer (the official method, for parity).
+
+`residual` and `copy` are not LoRAs: they are added to the UNet's output by a forward hook and saved in
+invgen's own format.
 """
 
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -25,16 +30,17 @@ from invgen.config import check
 ADAPTER_NAME = "invgen"
 KINDS = ("lora", "residual", "copy")
 
-DEFAULT_LORA_TARGETS = [
-    "to_q",
-    "to_k",
-    "to_v",
-    "to_out.0",
-    "proj_in",
-    "proj_out",
-    "conv2",
-    "time_emb_proj",
-]
+# Where a LoRA goes when `adapter.target_modules` is left unset. UNets: the attention projections plus the
+# projections into and out of each transformer block, the resnets' second conv and their time projection (what
+# the digits demo was tuned with). DiTs: every attention projection, the text stream's (add_*, to_add_out) too.
+_UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "conv2", "time_emb_proj"]
+_DIT_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"]
+DEFAULT_LORA_TARGETS: dict[str, list[str]] = {"sd": _UNET_TARGETS, "sdxl": _UNET_TARGETS,
+                                              "sd3": _DIT_TARGETS, "flux": _DIT_TARGETS}
+
+
+def default_target_modules(family: str) -> list[str]:
+    return list(DEFAULT_LORA_TARGETS[family])
 
 
 @dataclass
@@ -42,14 +48,26 @@ class AdapterConfig:
     kind: Literal["lora", "residual", "copy"] = "lora"
     rank: int = 4
     alpha: float = 4.0
-    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+    # None: the denoiser family's default (`DEFAULT_LORA_TARGETS`), fixed when the adapter is created.
+    target_modules: list[str] | None = None
     residual_channels: int = 16
 
     def validate(self, prefix: str = "adapter") -> None:
         check(self.kind in KINDS, f"{prefix}.kind", f"must be one of {', '.join(KINDS)}, got '{self.kind}'")
-        check(self.rank > 0, f"{prefix}.rank", f"must be positive, got {self.rank}")
-        check(self.residual_channels > 0, f"{prefix}.residual_channels", "must be positive")
-        check(bool(self.target_modules), f"{prefix}.target_modules", "must name at least one module")
+        check(isinstance(self.rank, int) and not isinstance(self.rank, bool) and self.rank > 0, f"{prefix}.rank",
+              f"must be a positive integer, got {self.rank!r}")
+        alpha_ok = isinstance(self.alpha, (int, float)) and not isinstance(self.alpha, bool)
+        check(alpha_ok and math.isfinite(self.alpha) and self.alpha > 0, f"{prefix}.alpha",
+              f"must be a finite number above 0, got {self.alpha!r}")
+        check(isinstance(self.residual_channels, int) and self.residual_channels > 0, f"{prefix}.residual_channels",
+              f"must be a positive integer, got {self.residual_channels!r}")
+        if self.target_modules is not None:
+            targets = self.target_modules
+            check(isinstance(targets, list) and bool(targets), f"{prefix}.target_modules",
+                  f"must name at least one module (or be left unset for the family's default), got {targets!r}")
+            for t in targets:
+                check(isinstance(t, str) and bool(t.strip()), f"{prefix}.target_modules",
+                      f"module names must be non-empty strings, got {t!r}")
 
 
 class ResidualAdapter(ModelMixin, ConfigMixin):
@@ -96,71 +114,10 @@ class UNetCopyAdapter(nn.Module):
 
 
 def lora_config(cfg: AdapterConfig):
+    """The peft `LoraConfig` of a LoRA adapter config whose target modules are resolved."""
     from peft import LoraConfig
 
-    return LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.target_modules), init_lora_weights=True)
-
-
-def lora_layers(unet: nn.Module):
-    from peft.tuners.tuners_utils import BaseTunerLayer
-
-    return [(name, m) for name, m in unet.named_modules() if isinstance(m, BaseTunerLayer)]
-
-
-def inject_lora(unet: nn.Module, cfg: AdapterConfig, state_dict: dict | None = None) -> nn.Module:
-    from peft import inject_adapter_in_model, set_peft_model_state_dict
-
-    if lora_layers(unet):
-        from invgen.errors import InvgenModelError
-
-        raise InvgenModelError("this UNet already has an invgen adapter attached; detach it first")
-    inject_adapter_in_model(lora_config(cfg), unet, adapter_name=ADAPTER_NAME)
-    if state_dict is not None:
-        from invgen.errors import InvgenModelError
-
-        try:
-            result = set_peft_model_state_dict(unet, state_dict, adapter_name=ADAPTER_NAME)
-        except (RuntimeError, ValueError) as e:  # weights of other shapes (another base model or rank)
-            remove_lora(unet)  # leave the UNet as it was, not half adapted
-            raise InvgenModelError(f"the adapter does not fit this UNet: {str(e).strip().splitlines()[-1]}") from None
-        unexpected = getattr(result, "unexpected_keys", [])
-        if unexpected:
-            remove_lora(unet)
-            raise InvgenModelError(f"the adapter does not fit this UNet: unexpected weights {unexpected[:3]}")
-    return unet
-
-
-def lora_state_dict(unet: nn.Module) -> dict[str, torch.Tensor]:
-    from peft import get_peft_model_state_dict
-
-    state = get_peft_model_state_dict(unet, adapter_name=ADAPTER_NAME)
-    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
-
-
-def set_lora_scale(unet: nn.Module, scale: float) -> None:
-    for _, layer in lora_layers(unet):
-        layer.set_scale(ADAPTER_NAME, scale)
-
-
-def remove_lora(unet: nn.Module) -> None:
-    """Put every wrapped layer's original module back, so the UNet is exactly the base model again."""
-    for name, layer in lora_layers(unet):
-        parent_name, _, child = name.rpartition(".")
-        parent = unet.get_submodule(parent_name) if parent_name else unet
-        setattr(parent, child, layer.get_base_layer())
-    configs = getattr(unet, "peft_config", None)
-    if isinstance(configs, dict):
-        configs.pop(ADAPTER_NAME, None)
-        if not configs:
-            del unet.peft_config
-
-
-def trainable_lora_parameters(unet: nn.Module) -> list[nn.Parameter]:
-    unet.requires_grad_(False)
-    params = []
-    for name, p in unet.named_parameters():
-        if "lora_" in name:
-            p.requires_grad_(True)
-            params.append(p)
-    return params
-
+    if cfg.target_modules is None:
+        raise ValueError("resolve adapter.target_modules for the denoiser's family first")
+    return LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=list(cfg.target_modules),
+                      init_lora_weights=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invgen.config import check
+from invgen.config import GUIDANCE_SCALE_LIMIT, SCALE_LIMIT, check, check_seed
 
 if TYPE_CHECKING:
     from invgen.invdiff.train import InvDiffConfig
@@ -35,7 +35,9 @@ class EvalConfig:
     scale: float = 1.0  # the adapter's guidance scale s
     num_inference_steps: int = 25
     guidance_scale: float = 2.0  # classifier-free guidance
-    resolution: int | None = None  # null: the pipeline's default
+    # null: data.size, the resolution the adapter was trained at (a pipeline's own default can be far
+    # larger: Flux and SDXL sample 1024 px)
+    resolution: int | None = None
     seed: int = 0
     batch_size: int = 16
 
@@ -43,6 +45,11 @@ class EvalConfig:
         check(self.per_prompt > 0, f"{prefix}.per_prompt", f"must be positive, got {self.per_prompt}")
         check(self.batch_size > 0, f"{prefix}.batch_size", f"must be positive, got {self.batch_size}")
         check(self.num_inference_steps > 0, f"{prefix}.num_inference_steps", "must be positive")
+        check(abs(self.scale) <= SCALE_LIMIT, f"{prefix}.scale",
+              f"must be between -{SCALE_LIMIT:g} and {SCALE_LIMIT:g}, got {self.scale}")
+        check(0 <= self.guidance_scale <= GUIDANCE_SCALE_LIMIT, f"{prefix}.guidance_scale",
+              f"must be between 0 and {GUIDANCE_SCALE_LIMIT:g}, got {self.guidance_scale}")
+        check_seed(self.seed, f"{prefix}.seed")
         check(
             not self.classifier.startswith("clip:") or len(self.attribute_prompts) >= 2,
             f"{prefix}.attribute_prompts",
@@ -59,7 +66,7 @@ def evaluate_invdiff(cfg: InvDiffConfig) -> Path:
     from invgen.invdiff.guidance import InvariantGuidance
     from invgen.invdiff.train import _load_base
     from invgen.metrics.attributes import load_classifier
-    from invgen.metrics.report import bias_report, compare_reports, write_comparison, write_report
+    from invgen.metrics.report import bias_report, compare_reports, json_safe, write_comparison, write_report
     from invgen.sampling import sample_to_imagefolder
 
     e = cfg.evaluation
@@ -74,8 +81,8 @@ def evaluate_invdiff(cfg: InvDiffConfig) -> Path:
     pipe.to(state.device)
     prompts = e.prompts or sorted({r.prompt for r in read_metadata(cfg.data.split_dir)})
     call: dict[str, Any] = {"num_inference_steps": e.num_inference_steps, "guidance_scale": e.guidance_scale}
-    if e.resolution:
-        call.update(height=e.resolution, width=e.resolution)
+    side = e.resolution or cfg.data.size
+    call.update(height=side, width=side)
     seconds = {}
     for name in ("base", "invdiff"):
         if name == "invdiff":
@@ -83,8 +90,10 @@ def evaluate_invdiff(cfg: InvDiffConfig) -> Path:
         info = {"pipeline": str(cfg.base_model), "guidance": str(out) if name == "invdiff" else None,
                 "scale": e.scale if name == "invdiff" else None, **call}
         t0 = time.perf_counter()
+        # overwrite: these folders are this job's own (their manifest says so); another scale or prompt set
+        # replaces the earlier evaluation's images instead of stopping the job.
         sample_to_imagefolder(pipe, prompts, e.per_prompt, out / "samples" / name, seed=e.seed,
-                              batch_size=e.batch_size, info=info, **call)
+                              batch_size=e.batch_size, info=info, overwrite=True, **call)
         seconds[name] = time.perf_counter() - t0
     guidance.detach(pipe)
     if not state.is_main_process:
@@ -109,7 +118,7 @@ def evaluate_invdiff(cfg: InvDiffConfig) -> Path:
         "sampling_s": seconds,
         "sampling_overhead": seconds["invdiff"] / max(seconds["base"], 1e-9),
     }
-    write_json(out / "evaluation.json", summary)
+    write_json(out / "evaluation.json", json_safe(summary))  # a set the classifier cannot read has null figures
     print(f"evaluate: bias score {summary['bias_score']['base']:.3f} (base) -> "
           f"{summary['bias_score']['invdiff']:.3f} (invdiff); reports in {out / 'reports'}")
     return out

@@ -2,7 +2,8 @@
 
 1. Per-sample losses l_i of the frozen model at fixed timesteps, averaged over several seeded noise
    draws (so they are reproducible and less noisy). Bias-conflicting samples are those the biased model
-   finds hard; the timestep matters (mid-to-high noise separates best on colored digits).
+   finds hard; the noise level matters (mid-to-high noise separates best on colored digits). Each
+   family's recipe documents its level: t is a DDPM timestep for UNets and σ · 1000 for flow matching.
 2. Soft group weights W (N × G, rows on the simplex) fitted by projected gradient ascent on the spread
    of the group-mean losses m_g = Σ_i W_ig l_i / Σ_i W_ig, each group weighted by its share
    n_g / N (n_g = Σ_i W_ig), plus β · mean_g log(n_g / N). The share weighting and the log term keep
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from invgen.config import check
+from invgen.config import check, check_seed
 
 
 @dataclass
@@ -43,15 +44,17 @@ class GrouperConfig:
         check(bool(self.timesteps), f"{prefix}.timesteps", "must list at least one timestep")
         check(all(0 <= t < 1000 for t in self.timesteps), f"{prefix}.timesteps", "must be in [0, 1000)")
         check(self.balance >= 0, f"{prefix}.balance", "must be 0 or more")
+        check(self.learning_rate > 0, f"{prefix}.learning_rate", f"must be positive, got {self.learning_rate}")
+        check_seed(self.seed, f"{prefix}.seed")
         check(self.steps > 0, f"{prefix}.steps", "must be positive")
 
 
 @torch.no_grad()
 def per_sample_losses(
-    unet,
-    scheduler,
+    denoiser,
+    objective,
     images: torch.Tensor,
-    embeddings: torch.Tensor,
+    conditions: dict[str, torch.Tensor] | torch.Tensor,
     timesteps: list[int],
     noise_draws: int,
     seed: int = 0,
@@ -59,14 +62,24 @@ def per_sample_losses(
     device: torch.device | str = "cpu",
     progress: bool = True,
     index_offset: int = 0,
+    prompt_index: torch.Tensor | None = None,
 ) -> np.ndarray:
     """Mean denoising loss of each sample over `timesteps` × `noise_draws` seeded noise draws.
 
+    `objective` is the family's `DenoisingObjective` (a DDPM scheduler alone means the `sd` family);
+    each t ∈ [0, 1000) is a DDPM timestep, or σ = t / 1000 for flow matching. `conditions` has one row
+    per sample, or one per prompt when `prompt_index` (N,) says which prompt each sample has (large
+    conditions such as T5 states are then never copied per sample); a tensor is SD's prompt embeddings.
     Sample i's noise depends only on (seed, i + index_offset, t, draw), so the result does not depend on
     batching or on how samples are split across processes.
     """
-    from invgen.train.diffusion import denoising_loss
+    from invgen.train.conditioning import PROMPT_EMBEDS
+    from invgen.train.diffusion import DenoisingObjective
 
+    if not isinstance(objective, DenoisingObjective):
+        objective = DenoisingObjective("sd", objective)
+    if isinstance(conditions, torch.Tensor):
+        conditions = {PROMPT_EMBEDS: conditions}
     n = len(images)
     total = torch.zeros(n, dtype=torch.float64)
     jobs = [(t, k, s) for t in timesteps for k in range(noise_draws) for s in range(0, n, batch_size)]
@@ -76,9 +89,11 @@ def per_sample_losses(
             torch.randn(images.shape[1:], generator=_generator(_noise_seed(seed, int(i) + index_offset, t, k)))
             for i in idx
         ])
+        rows = idx if prompt_index is None else prompt_index[idx]
+        cond = {name: v[rows].to(device) for name, v in conditions.items()}
         x0 = images[idx].to(device)
-        tt = torch.full((len(idx),), t, dtype=torch.long)
-        total[idx] += denoising_loss(unet, scheduler, x0, embeddings[idx].to(device), tt, noise).double().cpu()
+        levels = objective.fixed_levels(t, len(idx))
+        total[idx] += objective.per_sample_loss(denoiser, x0, cond, levels, noise).double().cpu()
     return (total / (len(timesteps) * noise_draws)).numpy()
 
 

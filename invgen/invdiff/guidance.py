@@ -1,80 +1,126 @@
 """`InvariantGuidance`: a trained adapter that corrects a frozen diffusion model's noise prediction.
 
     guidance = InvariantGuidance.from_pretrained("runs/digits/invdiff")
-    guidance.attach(pipe, scale=1.0)    # any pipeline with a `unet`
+    guidance.attach(pipe, scale=1.0)    # any diffusers pipeline with a `unet` or a `transformer`
     images = pipe(prompts).images
-    guidance.detach(pipe)               # pipe is exactly the base model again
+    guidance.detach(pipe)               # pipe computes exactly what it computed before
 
-The guided prediction is ε̂ = ε_base(x_t, t, c) + s · Δ(x_t, t, c). For `residual` and `copy` adapters Δ
-is a separate network added by a forward hook on `pipe.unet`, so the formula holds exactly for every s.
-For `lora`, Δ is the difference the LoRA makes and s is the LoRA scale: exact at s = 0 and s = 1, first
-order in between. `attach` folds a LoRA into the weights (at any scale) so sampling costs what the base
-model costs; the replaced weights are kept so that `detach` restores them exactly.
+The guided prediction is ε̂ = ε_base(x_t, t, c) + s · Δ(x_t, t, c). A `lora` adapter is a diffusers adapter
+on the denoiser, named "invgen" by default (`invgen/invdiff/lora.py`): Δ is the difference it makes and s its
+weight, exact at s = 0 and s = 1, first order in between. It stacks with a user's own LoRAs, which stay
+active with their weights, and its folder loads in plain diffusers with `pipe.load_lora_weights(folder)`.
+`residual` and `copy` adapters are separate networks added to a UNet's output by a forward hook, so the
+formula holds exactly for every s.
+
+The scale s must be finite with |s| ≤ 10 (`MAX_SCALE`); the adapter was trained at s = 1.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import math
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from invgen.errors import InvgenModelError
+from invgen.config import SCALE_LIMIT
+from invgen.errors import InvgenConfigError, InvgenModelError
+from invgen.invdiff import lora
 from invgen.invdiff.adapter import (
     ADAPTER_NAME,
     AdapterConfig,
     ResidualAdapter,
     UNetCopyAdapter,
-    inject_lora,
-    lora_layers,
-    lora_state_dict,
-    remove_lora,
-    set_lora_scale,
-    trainable_lora_parameters,
+    default_target_modules,
+    lora_config,
 )
+from invgen.invdiff.saving import CONFIG_NAME, AdapterFolder, read_adapter_folder, write_adapter_folder
+from invgen.models.denoisers import denoiser_family, denoiser_of, denoiser_signature, denoiser_word
 
-CONFIG_NAME = "invgen_guidance.json"
-WEIGHTS_NAME = "adapter.safetensors"
-SIGNATURE_KEYS = ("in_channels", "out_channels", "block_out_channels", "cross_attention_dim", "layers_per_block")
+MAX_SCALE = SCALE_LIMIT  # 10: far beyond any useful value, well before overflow
+_REGISTRY = "_invgen_adapters"  # on the denoiser: adapter name -> what `attach` did there
 
-
-def unet_signature(unet: nn.Module) -> dict[str, Any]:
-    cfg = dict(getattr(unet, "config", {}))
-    sig = {k: cfg.get(k) for k in SIGNATURE_KEYS}
-    sig = {k: list(v) if isinstance(v, tuple) else v for k, v in sig.items()}
-    sig["class"] = type(unet).__name__
-    return sig
+__all__ = ["ADAPTER_NAME", "CONFIG_NAME", "MAX_SCALE", "GuidedDenoiser", "InvariantGuidance", "attached_adapters"]
 
 
-def _unet_of(pipe_or_unet: Any) -> nn.Module:
-    unet = getattr(pipe_or_unet, "unet", pipe_or_unet)
-    if not isinstance(unet, nn.Module):
-        raise InvgenModelError(f"expected a pipeline with a `unet` or a UNet, got {type(pipe_or_unet).__name__}")
-    return unet
+def _check_scale(scale: Any) -> float:
+    try:
+        s = float(scale)
+    except (TypeError, ValueError):
+        raise InvgenModelError(f"the adapter scale must be a number, got {scale!r}") from None
+    if not math.isfinite(s) or abs(s) > MAX_SCALE:
+        raise InvgenModelError(f"the adapter scale must be finite and between -{MAX_SCALE:g} and {MAX_SCALE:g}, "
+                               f"got {scale!r}")
+    return s
 
 
-class GuidedUNet(nn.Module):
-    """base UNet + s · Δ as one module (what the trainer optimises and accelerate wraps)."""
+def _registry(denoiser: nn.Module) -> dict[str, dict[str, Any]]:
+    return getattr(denoiser, _REGISTRY, None) or {}
 
-    def __init__(self, unet: nn.Module, delta: nn.Module | None, scale: float = 1.0):
+
+def attached_adapters(pipe: Any) -> dict[str, InvariantGuidance]:
+    """The invgen adapters attached to a pipeline (or denoiser), by adapter name."""
+    return {name: entry["guidance"] for name, entry in _registry(denoiser_of(pipe)).items()}
+
+
+def _unet_inputs(args: tuple, kwargs: dict) -> tuple[Any, Any, Any]:
+    """sample, timestep and encoder_hidden_states of a UNet call, positional or by keyword."""
+    sample = kwargs.get("sample", args[0] if args else None)
+    timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+    context = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
+    return sample, timestep, context
+
+
+def _add(output: Any, delta: torch.Tensor) -> Any:
+    if isinstance(output, tuple):
+        return (output[0] + delta, *output[1:])
+    output.sample = output.sample + delta
+    return output
+
+
+def _unfold_from(denoiser: nn.Module, name: str) -> list[str]:
+    """Restore the weights from before adapter `name` was folded. Adapters folded after it saved weights that
+    include its fold, so they are restored first (newest first); returns their names, to fold them again."""
+    registry = _registry(denoiser)
+    names = list(registry)
+    later = [n for n in names[names.index(name) + 1:] if registry[n]["fused"] is not None]
+    for n in [*reversed(later), name]:
+        lora.restore(denoiser, registry[n]["fused"])
+        registry[n]["fused"] = None
+    return later
+
+
+def _refold(denoiser: nn.Module, names: list[str], pipe: Any) -> None:
+    registry = _registry(denoiser)
+    for n in names:
+        entry = registry[n]
+        entry["fused"] = entry["guidance"]._add_lora(denoiser, n, entry["scale"], True, pipe)
+
+
+class GuidedDenoiser(nn.Module):
+    """A UNet plus s · Δ of a side network, called exactly like the UNet (what the trainer optimises)."""
+
+    def __init__(self, denoiser: nn.Module, delta: nn.Module, scale: float = 1.0):
         super().__init__()
-        self.unet = unet
+        self.denoiser = denoiser
         self.delta = delta
         self.scale = scale
 
     @property
     def config(self):
-        return self.unet.config
+        return self.denoiser.config
 
-    def forward(self, sample, timestep, encoder_hidden_states=None, **kwargs):
-        out = self.unet(sample, timestep, encoder_hidden_states=encoder_hidden_states, **kwargs)
-        if self.delta is not None and self.scale != 0:
-            out.sample = out.sample + self.scale * self.delta(sample, timestep, encoder_hidden_states)
-        return out
+    def forward(self, *args, **kwargs):
+        out = self.denoiser(*args, **kwargs)
+        if self.scale == 0:
+            return out
+        return _add(out, self.scale * self.delta(*_unet_inputs(args, kwargs)))
+
+
+GuidedUNet = GuidedDenoiser  # the previous name
 
 
 class InvariantGuidance:
@@ -88,250 +134,269 @@ class InvariantGuidance:
         lora_weights: dict[str, torch.Tensor] | None = None,
         base_model: str | None = None,
         info: dict[str, Any] | None = None,
+        family: str | None = None,
+        source: str | None = None,
     ):
         self.adapter = adapter
         self.signature = signature
         self.module = module
-        self.lora_weights = lora_weights
+        self.lora_weights = lora_weights  # peft's key names, no "unet."/"transformer." prefix
         self.base_model = base_model
         self.info = info or {}
-        self._attached: dict[int, dict[str, Any]] = {}
+        self.family = family  # None: an adapter of the previous format, for any UNet family
+        self.source = source  # the weights file it was read from, for messages
 
-    # ------------------------------------------------------------------ construction
+    def __repr__(self) -> str:
+        where = f" from {self.source}" if self.source else ""
+        return f"InvariantGuidance({self.adapter.kind}, family={self.family}{where})"
+
+    # ------------------------------------------------------------------ construction and training
     @classmethod
-    def for_unet(cls, unet: nn.Module, adapter: AdapterConfig, base_model: str | None = None) -> InvariantGuidance:
-        """A fresh (untrained, Δ = 0) adapter shaped for `unet`."""
+    def for_denoiser(cls, denoiser: Any, adapter: AdapterConfig, base_model: str | None = None) -> InvariantGuidance:
+        """A fresh (untrained, Δ = 0) adapter shaped for `denoiser` (a pipeline's `unet`/`transformer`)."""
+        denoiser = denoiser_of(denoiser)
         adapter.validate()
+        family = denoiser_family(denoiser)
+        word = denoiser_word(denoiser)
+        adapter = dataclasses.replace(adapter)
         module = None
-        if adapter.kind == "residual":
-            cross = getattr(unet.config, "cross_attention_dim", None) or 32
-            module = ResidualAdapter(unet.config.in_channels, adapter.residual_channels, cross)
-        elif adapter.kind == "copy":
-            module = UNetCopyAdapter(unet)
-        return cls(adapter, unet_signature(unet), module=module, base_model=base_model)
+        if adapter.kind == "lora":
+            if adapter.target_modules is None:
+                defaults = default_target_modules(family)
+                missing = set(lora.unmatched_targets(denoiser, defaults))
+                adapter.target_modules = [t for t in defaults if t not in missing]
+            else:
+                unknown = lora.unmatched_targets(denoiser, adapter.target_modules)
+                if unknown:
+                    raise InvgenConfigError(f"adapter.target_modules: '{unknown[0]}' names no layer of this {word} "
+                                            f"({type(denoiser).__name__})")
+            if not adapter.target_modules:
+                raise InvgenConfigError(f"adapter.target_modules: no default target exists in this {word}; list some")
+        elif family not in ("sd", "sdxl"):
+            raise InvgenConfigError(f"adapter.kind: a {adapter.kind} adapter works on UNet pipelines only; "
+                                    f"use lora for {family}")
+        elif adapter.kind == "residual":
+            cross = getattr(denoiser.config, "cross_attention_dim", None) or 32
+            # Keyword arguments: diffusers' register_to_config records positional ones as "defaults", which
+            # from_config would then replace by the defaults on load.
+            module = ResidualAdapter(in_channels=denoiser.config.in_channels, channels=adapter.residual_channels,
+                                     cross_attention_dim=cross)
+        else:
+            module = UNetCopyAdapter(denoiser)
+        return cls(adapter, denoiser_signature(denoiser), module=module, base_model=base_model, family=family)
 
-    def training_module(self, unet: nn.Module) -> tuple[nn.Module, list[nn.Parameter]]:
-        """The module to optimise (base frozen) and its trainable parameters."""
-        unet.requires_grad_(False)
+    def training_module(self, denoiser: Any) -> tuple[nn.Module, list[nn.Parameter]]:
+        """The module to optimise (called like the denoiser, base frozen) and its trainable parameters.
+
+        LoRA: the denoiser itself with the "invgen" adapter added (from `lora_weights` when there are some, to
+        resume) and only its LoRA tensors trainable. residual/copy: a `GuidedDenoiser`.
+        """
+        denoiser = denoiser_of(denoiser)
+        self._check_fits(denoiser)
         if self.adapter.kind == "lora":
-            inject_lora(unet, self.adapter, self.lora_weights)
-            return GuidedUNet(unet, None), trainable_lora_parameters(unet)
+            if ADAPTER_NAME in lora.loaded_adapters(denoiser):
+                raise InvgenModelError(f"this {denoiser_word(denoiser)} already has an adapter named "
+                                       f"'{ADAPTER_NAME}'; train on the base model")
+            config = lora_config(self.adapter)
+            if self.lora_weights is not None:
+                lora.check_fits(denoiser, config, self.lora_weights, self._where())
+            lora.add_lora(denoiser, ADAPTER_NAME, config, self.lora_weights)
+            return denoiser, lora.trainable_parameters(denoiser, ADAPTER_NAME)
+        denoiser.requires_grad_(False)
         self.module.requires_grad_(True)
-        return GuidedUNet(unet, self.module), list(self.module.parameters())
+        return GuidedDenoiser(denoiser, self.module), list(self.module.parameters())
 
-    def collect(self, trained: nn.Module) -> None:
-        """Take the trained weights back from a `training_module` (after unwrapping)."""
+    def collect(self, trained: nn.Module, release: bool = True) -> None:
+        """Take the trained weights back from a `training_module` (after unwrapping); with `release`, the
+        training adapter is then removed, leaving the base denoiser as it was."""
         if self.adapter.kind == "lora":
-            self.lora_weights = lora_state_dict(trained.unet)
+            denoiser = denoiser_of(trained)
+            self.lora_weights = lora.lora_state_dict(denoiser, ADAPTER_NAME)
+            if release:
+                lora.remove_lora(denoiser, ADAPTER_NAME)
         else:
             self.module = trained.delta
 
     def num_parameters(self) -> int:
         if self.adapter.kind == "lora":
-            if self.lora_weights is None:
-                raise InvgenModelError("this LoRA adapter has no weights yet")
-            return sum(v.numel() for v in self.lora_weights.values())
+            return sum(v.numel() for v in self._lora_weights().values())
         return sum(p.numel() for p in self.module.parameters())
 
+    def _lora_weights(self) -> dict[str, torch.Tensor]:
+        if self.lora_weights is None:
+            raise InvgenModelError("this LoRA adapter has no weights yet (train it or load it with from_pretrained)")
+        return self.lora_weights
+
+    def _where(self) -> str:
+        return self.source or "the adapter"
+
     # ------------------------------------------------------------------ attach / detach
-    def _check_fits(self, unet: nn.Module) -> None:
-        sig = unet_signature(unet)
+    def _check_fits(self, denoiser: nn.Module) -> None:
+        family = denoiser_family(denoiser)
+        word = denoiser_word(denoiser)
+        if self.family is not None and self.family != family:
+            raise InvgenModelError(f"this adapter was trained for the '{self.family}' model family, but this "
+                                   f"pipeline is '{family}'")
+        sig = denoiser_signature(denoiser)
+        if self.signature.get("class") != sig["class"]:
+            raise InvgenModelError(f"this adapter was trained for a {self.signature.get('class')}, but this "
+                                   f"pipeline's denoiser is a {sig['class']}")
         diff = [k for k in self.signature if self.signature.get(k) != sig.get(k)]
         if diff:
             k = diff[0]
             raise InvgenModelError(
                 f"this adapter was trained for another base model: {k} is {self.signature.get(k)} "
-                f"for the adapter but {sig.get(k)} for this UNet"
+                f"for the adapter but {sig.get(k)} for this {word}"
             )
 
-    def attach(self, pipe: Any, scale: float = 1.0, fuse: bool = True) -> Any:
-        """Add the adapter to `pipe.unet` (in place) with guidance scale `scale`; returns `pipe`.
+    def attach(self, pipe: Any, scale: float = 1.0, fuse: bool = True, adapter_name: str = ADAPTER_NAME) -> Any:
+        """Add the adapter to the pipeline's denoiser (in place) with guidance scale `scale`; returns `pipe`.
 
-        A LoRA adapter is folded into the weights by default (`fuse=True`): sampling then costs what the
-        base model costs, and `detach` still restores the base weights bit for bit from a CPU copy of the
-        wrapped layers. `fuse=False` keeps peft's LoRA layers (extra matmuls on every call), which is what
-        training needs and what one may prefer to save the copy's memory on very large UNets.
+        A LoRA becomes the diffusers adapter `adapter_name`, on top of any LoRA the pipeline already holds
+        (those stay active with their weights). `fuse=True` (default) folds it into the weights so sampling
+        costs what the base model costs; `detach` then copies back a CPU copy of the weights it changed, so
+        the pipeline is restored bit for bit. `fuse=False` keeps it as a live adapter (`set_scale` is free,
+        each call pays the LoRA matmuls). Two invgen adapters attach under two names. `scale` must be finite
+        with |scale| ≤ 10. Anything refused is refused before the pipeline changes.
         """
-        unet = _unet_of(pipe)
-        if id(unet) in self._attached or getattr(unet, "_invgen_guidance", None) is not None:
-            raise InvgenModelError("an invgen adapter is already attached to this pipeline; detach it first")
-        self._check_fits(unet)
-        entry: dict[str, Any] = {"scale": float(scale)}
+        scale = _check_scale(scale)
+        denoiser = denoiser_of(pipe)
+        if not isinstance(adapter_name, str) or not adapter_name:
+            raise InvgenModelError(f"adapter_name must be a non-empty string, got {adapter_name!r}")
+        if adapter_name in _registry(denoiser) or adapter_name in lora.loaded_adapters(denoiser):
+            raise InvgenModelError(f"this pipeline already has an adapter named '{adapter_name}'; detach it first "
+                                   "or attach under another adapter_name")
+        self._check_fits(denoiser)
+        if self.family is None:  # an adapter of the previous format learns its family from its pipeline
+            self.family = denoiser_family(denoiser)
+        entry: dict[str, Any] = {"guidance": self, "scale": scale, "fused": None, "hook": None}
         if self.adapter.kind == "lora":
-            if self.lora_weights is None:
-                raise InvgenModelError("this LoRA adapter has no weights yet")
-            self._inject(unet, float(scale))
-            if fuse:
-                self._merge(unet, entry)
-        else:
-            self.module.to(unet.device)
-            if next(self.module.parameters()).dtype != unet.dtype:
-                self.module.to(unet.dtype)
-            self.module.eval()
-            entry["hook"] = unet.register_forward_hook(self._hook(entry), with_kwargs=True)
-        self._attached[id(unet)] = entry
-        unet._invgen_guidance = self
+            weights = self._lora_weights()
+            lora.check_fits(denoiser, lora_config(self.adapter), weights, self._where())
+            entry["fused"] = self._add_lora(denoiser, adapter_name, scale, fuse, pipe)
+        else:  # nothing to fold: the side network runs after the denoiser
+            self.module.to(device=denoiser.device, dtype=denoiser.dtype).eval()
+            entry["hook"] = denoiser.register_forward_hook(self._hook(entry), with_kwargs=True)
+        setattr(denoiser, _REGISTRY, {**_registry(denoiser), adapter_name: entry})
         return pipe
 
-    def _inject(self, unet: nn.Module, scale: float) -> None:
-        inject_lora(unet, self.adapter, self.lora_weights)
-        set_lora_scale(unet, scale)
-        for _, layer in lora_layers(unet):
-            layer.to(device=unet.device)
-
-    def _merge(self, unet: nn.Module, entry: dict[str, Any]) -> None:
-        originals = {}
-        for name, layer in lora_layers(unet):
-            originals[name] = layer.get_base_layer().weight.detach().to("cpu", copy=True)
-            if entry["scale"] != 0:  # at scale 0 the weights stay the base's, bit for bit
-                layer.merge(adapter_names=[ADAPTER_NAME])
-        remove_lora(unet)
-        entry["fused"] = originals
-
-    def _unmerge(self, unet: nn.Module, entry: dict[str, Any]) -> None:
-        with torch.no_grad():
-            for name, weight in entry.pop("fused").items():
-                unet.get_submodule(name).weight.copy_(weight)
+    def _add_lora(self, denoiser: nn.Module, name: str, scale: float, fuse: bool, pipe: Any):
+        """Load the LoRA as adapter `name` at weight `scale`; folded (returns the saved weights) or live (None)."""
+        active = lora.active_adapters(denoiser)
+        pipeline = pipe if pipe is not denoiser else None
+        try:
+            lora.add_lora(denoiser, name, lora_config(self.adapter), self._lora_weights(), pipeline)
+            # At scale 0 the adapter stays out of the active set: the output is the base's, bit for bit.
+            lora.set_weight(denoiser, name, scale, [*active, name] if scale != 0 else active)
+            if not fuse:
+                return None
+            if scale == 0:
+                lora.remove_lora(denoiser, name)
+                return {}
+            return lora.fold(denoiser, name)
+        except (RuntimeError, ValueError, KeyError) as e:  # checked beforehand; leave the pipeline as it was
+            if name in lora.loaded_adapters(denoiser):
+                lora.remove_lora(denoiser, name)
+            lora.activate(denoiser, active)
+            raise InvgenModelError(f"{self._where()}: could not load the adapter ({str(e).strip()[:200]})") from None
 
     def _hook(self, entry: dict[str, Any]):
         def hook(module, args, kwargs, output):
             s = entry["scale"]
             if s == 0:
                 return None  # leave the base output untouched, bit for bit
-            sample = kwargs.get("sample", args[0] if args else None)
-            timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
-            context = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
-            delta = self.module(sample, timestep, context)
-            if isinstance(output, tuple):
-                return (output[0] + s * delta,) + tuple(output[1:])
-            output.sample = output.sample + s * delta
-            return output
+            return _add(output, s * self.module(*_unet_inputs(args, kwargs)))
 
         return hook
 
-    def set_scale(self, pipe: Any, scale: float) -> None:
-        unet = _unet_of(pipe)
-        entry = self._entry(unet)
-        entry["scale"] = float(scale)
+    def _entry(self, pipe: Any, adapter_name: str | None) -> tuple[nn.Module, str, dict[str, Any]]:
+        denoiser = denoiser_of(pipe)
+        mine = {n: e for n, e in _registry(denoiser).items() if e["guidance"] is self}
+        if adapter_name is None:
+            if len(mine) > 1:
+                raise InvgenModelError(f"this adapter is attached under several names ({', '.join(mine)}); "
+                                       "pass adapter_name")
+            adapter_name = next(iter(mine), ADAPTER_NAME)
+        if adapter_name not in mine:
+            raise InvgenModelError(f"this adapter is not attached to that pipeline as '{adapter_name}'")
+        return denoiser, adapter_name, mine[adapter_name]
+
+    def _lora_only(self, what: str) -> None:
         if self.adapter.kind != "lora":
-            return
-        if "fused" in entry:  # fold again at the new scale, from the exact base weights
-            self._unmerge(unet, entry)
-            self._inject(unet, float(scale))
-            self._merge(unet, entry)
-        else:
-            set_lora_scale(unet, float(scale))
+            raise InvgenModelError(f"{what} applies to LoRA adapters only; this one is a '{self.adapter.kind}' "
+                                   "adapter, a separate network added to the UNet's output")
 
-    def _entry(self, unet: nn.Module) -> dict[str, Any]:
-        if id(unet) not in self._attached:
-            raise InvgenModelError("this adapter is not attached to that pipeline")
-        return self._attached[id(unet)]
+    def set_scale(self, pipe: Any, scale: float, adapter_name: str | None = None) -> None:
+        """Change the guidance scale of an attached adapter (a folded LoRA is folded again from the exact
+        base weights)."""
+        scale = _check_scale(scale)
+        denoiser, name, entry = self._entry(pipe, adapter_name)
+        if self.adapter.kind == "lora":
+            if entry["fused"] is not None:
+                later = _unfold_from(denoiser, name)
+                entry["fused"] = self._add_lora(denoiser, name, scale, True, pipe)
+                _refold(denoiser, later, pipe)
+            else:
+                active = [a for a in lora.active_adapters(denoiser) if a != name]
+                lora.set_weight(denoiser, name, scale, [*active, name] if scale != 0 else active)
+        entry["scale"] = scale
 
-    def fuse(self, pipe: Any) -> None:
-        """Fold a LoRA adapter attached with `fuse=False` into the UNet's weights at its current scale."""
-        unet = _unet_of(pipe)
-        entry = self._entry(unet)
-        if self.adapter.kind != "lora":
-            raise InvgenModelError(f"only LoRA adapters can be fused, this one is '{self.adapter.kind}'")
-        if "fused" not in entry:
-            self._merge(unet, entry)
+    def fuse(self, pipe: Any, adapter_name: str | None = None) -> None:
+        """Fold a LoRA attached with `fuse=False` into the weights at its current scale."""
+        self._lora_only("fuse")
+        denoiser, name, entry = self._entry(pipe, adapter_name)
+        if entry["fused"] is None:
+            if entry["scale"] == 0:
+                lora.remove_lora(denoiser, name)
+                entry["fused"] = {}
+            else:
+                entry["fused"] = lora.fold(denoiser, name)
 
-    def detach(self, pipe: Any) -> Any:
-        """Remove the adapter: `pipe.unet` computes exactly what it computed before `attach`."""
-        unet = _unet_of(pipe)
-        entry = self._entry(unet)
-        if "hook" in entry:
+    def unfuse(self, pipe: Any, adapter_name: str | None = None) -> None:
+        """Turn a folded LoRA back into a live adapter (the weights are restored exactly first)."""
+        self._lora_only("unfuse")
+        denoiser, name, entry = self._entry(pipe, adapter_name)
+        if entry["fused"] is not None:
+            later = _unfold_from(denoiser, name)
+            entry["fused"] = self._add_lora(denoiser, name, entry["scale"], False, pipe)
+            _refold(denoiser, later, pipe)
+
+    def detach(self, pipe: Any, adapter_name: str | None = None) -> Any:
+        """Remove the adapter: the denoiser computes exactly what it computed before `attach`, and any other
+        adapter on it stays loaded and active."""
+        denoiser, name, entry = self._entry(pipe, adapter_name)
+        later: list[str] = []
+        if entry["hook"] is not None:
             entry["hook"].remove()
-        elif "fused" in entry:
-            self._unmerge(unet, entry)
+        elif entry["fused"] is not None:
+            later = _unfold_from(denoiser, name)
         else:
-            remove_lora(unet)
-        del self._attached[id(unet)]
-        unet._invgen_guidance = None
+            lora.remove_lora(denoiser, name)
+        remaining = {n: e for n, e in _registry(denoiser).items() if n != name}
+        if remaining:
+            setattr(denoiser, _REGISTRY, remaining)
+        elif hasattr(denoiser, _REGISTRY):
+            delattr(denoiser, _REGISTRY)
+        _refold(denoiser, later, pipe)
         return pipe
 
     # ------------------------------------------------------------------ save / load
-    def _weights(self) -> dict[str, torch.Tensor]:
-        if self.adapter.kind == "lora":
-            if self.lora_weights is None:
-                raise InvgenModelError("this LoRA adapter has no weights yet")
-            return self.lora_weights
-        return {k: v.detach().cpu().contiguous() for k, v in self.module.state_dict().items()}
-
     def save_pretrained(self, path: str | os.PathLike) -> Path:
-        """Write `invgen_guidance.json` and `adapter.safetensors` (atomically) into `path`."""
-        from safetensors.torch import save
-
-        from invgen.atomic import atomic_file
-
-        path = Path(path)
-        config = {
-            "kind": self.adapter.kind,
-            "adapter": asdict(self.adapter),
-            "signature": self.signature,
-            "base_model": self.base_model,
-            "info": self.info,
-        }
-        if self.adapter.kind == "residual":
-            config["module_config"] = dict(self.module.config)
-        if self.adapter.kind == "copy":
-            config["module_config"] = {"_class_name": type(self.module.unet).__name__, **dict(self.module.unet.config)}
-        path.mkdir(parents=True, exist_ok=True)
-        # An older adapter's config goes first, so a save killed halfway never pairs it with new weights.
-        (path / CONFIG_NAME).unlink(missing_ok=True)
-        with atomic_file(path / WEIGHTS_NAME, "wb") as f:
-            f.write(save(self._weights()))
-        # The config is written last: a folder with it holds a complete adapter.
-        with atomic_file(path / CONFIG_NAME) as f:
-            json.dump(config, f, indent=2, default=_json_default)
-        return path
+        """Write the adapter into folder `path` (atomically): a LoRA as diffusers' `pytorch_lora_weights.safetensors`
+        (loadable with `pipe.load_lora_weights(path)`), residual/copy as `adapter.safetensors`, and
+        `invgen_guidance.json` last."""
+        if self.adapter.kind == "lora":
+            self._lora_weights()
+        if self.family is None:
+            raise InvgenModelError("this adapter of the previous format records no model family; attach it to its "
+                                   "pipeline once before saving it again")
+        folder = AdapterFolder(self.adapter, self.signature, self.family, self.base_model, self.info,
+                               lora_weights=self.lora_weights, module=self.module)
+        return write_adapter_folder(path, folder)
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> InvariantGuidance:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
-        path = Path(path)
-        cfg_path = path / CONFIG_NAME
-        if not cfg_path.is_file():
-            raise InvgenModelError(f"no invgen adapter in {path} (missing {CONFIG_NAME})")
-        try:
-            config = json.loads(cfg_path.read_text())
-            adapter = AdapterConfig(**config["adapter"])
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise InvgenModelError(f"{cfg_path}: not a valid adapter config ({e})") from None
-        try:
-            weights = load_file(path / WEIGHTS_NAME)
-        except (SafetensorError, OSError, ValueError) as e:
-            raise InvgenModelError(f"{path / WEIGHTS_NAME}: unreadable or corrupt weights ({e})") from None
-        module = None
-        lora = None
-        if adapter.kind == "lora":
-            lora = weights
-        elif adapter.kind == "residual":
-            module = ResidualAdapter.from_config(config["module_config"])
-            _load_strict(module, weights, path / WEIGHTS_NAME)
-        else:
-            import diffusers
-
-            mc = dict(config["module_config"])
-            unet_cls = getattr(diffusers, mc.pop("_class_name"))
-            module = UNetCopyAdapter(unet_cls.from_config(mc), zero_init=False)
-            _load_strict(module, weights, path / WEIGHTS_NAME)
-        module = module.eval() if module is not None else None
-        return cls(adapter, config["signature"], module, lora, config.get("base_model"), config.get("info"))
-
-
-def _load_strict(module: nn.Module, weights: dict[str, torch.Tensor], where: Path) -> None:
-    try:
-        module.load_state_dict(weights, strict=True)
-    except RuntimeError as e:
-        raise InvgenModelError(f"{where}: weights do not match the adapter ({str(e).splitlines()[0]})") from None
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (tuple, set)):
-        return list(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    return str(obj)
+        """Read and check an adapter folder (this format or the previous one)."""
+        folder = read_adapter_folder(path)
+        return cls(folder.adapter, folder.signature, folder.module, folder.lora_weights, folder.base_model,
+                   folder.info, family=folder.family, source=str(folder.weights_path))

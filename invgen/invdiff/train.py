@@ -6,6 +6,9 @@
 `groups` writes `groups.safetensors` (weights N × G, per-sample losses) and `groups.json` (sizes, mean
 losses and, where true labels exist, the separation) into `output_dir`; `invdiff` reads them, trains the
 adapter with the base model frozen (never written to) and saves it with `save_pretrained` there.
+
+Both work on every denoiser family (`invgen.models.denoisers`): the conditions come from the pipeline's
+own `encode_prompt` and the loss is the one the denoiser was trained with (`DenoisingObjective`).
 """
 
 from __future__ import annotations
@@ -33,8 +36,9 @@ from invgen.invdiff.grouper import (
 )
 from invgen.invdiff.guidance import InvariantGuidance
 from invgen.invdiff.objective import group_robust_loss
+from invgen.models.denoisers import denoiser_of, pipeline_family
 from invgen.train.data import DataConfig, encode_for_pipeline, prepare_dataset
-from invgen.train.diffusion import denoising_loss, draw_noise
+from invgen.train.diffusion import DenoisingObjective, FlowMatchingConfig, draw_noise
 from invgen.train.loop import TrainConfig, Trainer
 
 GROUPS_WEIGHTS = "groups.safetensors"
@@ -47,6 +51,8 @@ class ObjectiveConfig:
     # Draw each batch so every group gets an equal share (weights ∝ W_ig / n_g): the same expected
     # objective as uniform draws, with far less variance when a group is small (ours, not the paper's).
     balanced_sampling: bool = True
+    # SD3 and Flux only: the training noise-level density and Flux's guidance value.
+    flow_matching: FlowMatchingConfig = field(default_factory=FlowMatchingConfig)
 
 
 @dataclass
@@ -67,6 +73,7 @@ class InvDiffConfig:
         self.train.validate()
         self.evaluation.validate()
         check(self.objective.lam >= 0, "objective.lam", f"must be 0 or more, got {self.objective.lam}")
+        self.objective.flow_matching.validate()
 
 
 def _load_base(cfg: InvDiffConfig):
@@ -89,7 +96,6 @@ def _true_groups(image_set: ImageSet, attribute: str) -> np.ndarray | None:
 def infer_groups(cfg: InvDiffConfig) -> Path:
     """The max step; returns the output folder."""
     from accelerate import Accelerator
-    from diffusers import DDPMScheduler
 
     g = cfg.groups
     out = Path(cfg.output_dir)
@@ -99,7 +105,6 @@ def infer_groups(cfg: InvDiffConfig) -> Path:
     accelerator.wait_for_everyone()
     data = encode_for_pipeline(pipe, split, cfg.data, accelerator)
     truth = _true_groups(data.image_set, g.oracle_attribute)
-    emb = data.embeddings[data.prompt_index]
 
     if g.source == "oracle":
         if truth is None:
@@ -107,17 +112,17 @@ def infer_groups(cfg: InvDiffConfig) -> Path:
         losses = np.zeros(len(truth))
         weights = oracle_weights(truth, max(g.num_groups, int(truth.max()) + 1))
     else:
-        scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-        pipe.unet.to(accelerator.device).eval()
+        objective = DenoisingObjective.for_pipeline(pipe, cfg.objective.flow_matching)
+        denoiser = denoiser_of(pipe).to(accelerator.device).eval()
         # Each process scores a contiguous slice; the slices are gathered in order.
         n = len(data.x0)
         per = -(-n // accelerator.num_processes)
         lo, hi = accelerator.process_index * per, min(n, (accelerator.process_index + 1) * per)
         with accelerator.autocast():
             part = per_sample_losses(
-                pipe.unet, scheduler, data.x0[lo:hi], emb[lo:hi], g.timesteps, g.noise_draws,
+                denoiser, objective, data.x0[lo:hi], data.embeddings, g.timesteps, g.noise_draws,
                 seed=g.seed, batch_size=g.batch_size, device=accelerator.device,
-                progress=accelerator.is_main_process, index_offset=lo,
+                progress=accelerator.is_main_process, index_offset=lo, prompt_index=data.prompt_index[lo:hi],
             )
         padded = torch.zeros(per, dtype=torch.float64)
         padded[: len(part)] = torch.from_numpy(part)
@@ -136,7 +141,7 @@ def infer_groups(cfg: InvDiffConfig) -> Path:
         meta = {"file_names": json.dumps([r.file_name for r in data.image_set.records]), "source": g.source}
         with atomic_file(out / GROUPS_WEIGHTS, "wb") as f:
             f.write(save(tensors, metadata=meta))
-        report = {"source": g.source, "n": len(weights), "timesteps": g.timesteps,
+        report = {"source": g.source, "n": len(weights), "timesteps": g.timesteps, "family": pipeline_family(pipe),
                   **separation_report(losses, weights, truth)}
         write_json(out / GROUPS_REPORT, report)
         _print_groups(report)
@@ -171,23 +176,20 @@ def load_groups(out: Path, image_set: ImageSet) -> np.ndarray:
 
 def train_invdiff(cfg: InvDiffConfig, resume: bool = False) -> Path:
     """The min step; returns the adapter folder."""
-    from diffusers import DDPMScheduler
-
     out = Path(cfg.output_dir)
     pipe = _load_base(cfg)
-    unet = pipe.unet
+    denoiser = denoiser_of(pipe)
     if cfg.train.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    guidance = InvariantGuidance.for_unet(unet, cfg.adapter, base_model=str(cfg.base_model))
-    model, params = guidance.training_module(unet)
+        denoiser.enable_gradient_checkpointing()
+    guidance = InvariantGuidance.for_denoiser(denoiser, cfg.adapter, base_model=str(cfg.base_model))
+    model, params = guidance.training_module(denoiser)
     trainer = Trainer(cfg.train, out, model, params, desc=f"invdiff ({cfg.adapter.kind})")
+    trainer.start(resume)  # before minutes of encoding: a checkpoint that does not fit is refused first
     split = prepare_dataset(cfg.data, trainer.is_main)
     trainer.accelerator.wait_for_everyone()
     data = encode_for_pipeline(pipe, split, cfg.data, trainer.accelerator)
     weights = torch.from_numpy(load_groups(out, data.image_set)).float()
-    scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
-    if resume:
-        trainer.resume()
+    objective = DenoisingObjective.for_pipeline(pipe, cfg.objective.flow_matching)
 
     n, bs = len(data.x0), cfg.train.batch_size
     if cfg.objective.balanced_sampling:
@@ -198,11 +200,12 @@ def train_invdiff(cfg: InvDiffConfig, resume: bool = False) -> Path:
 
     def compute_loss(m, step, micro, gen):
         idx = torch.multinomial(probs, bs, replacement=True, generator=gen)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (bs,), generator=gen)
-        x0, emb = data.x0[idx], data.embeddings[data.prompt_index[idx]]
+        x0 = data.x0[idx]
+        levels = objective.draw_levels(bs, gen, tuple(x0.shape))
         noise = draw_noise(x0.shape, gen)
-        x0, emb, t, noise, w = (trainer.shard(v) for v in (x0, emb, t, noise, weights[idx]))
-        losses = denoising_loss(m, scheduler, x0, emb, t, noise)
+        x0, levels, noise, w = (trainer.shard(v) for v in (x0, levels, noise, weights[idx]))
+        cond = {k: trainer.shard(v) for k, v in data.conditions(idx).items()}
+        losses = objective.per_sample_loss(m, x0, cond, levels, noise)
         return group_robust_loss(losses, w, cfg.objective.lam, all_sum=trainer.all_sum)
 
     trainer.fit(compute_loss)
@@ -210,7 +213,8 @@ def train_invdiff(cfg: InvDiffConfig, resume: bool = False) -> Path:
         guidance.collect(trainer.unwrap())
         guidance.info = {
             "adapter_parameters": guidance.num_parameters(),
-            "unet_parameters": sum(p.numel() for n_, p in unet.named_parameters() if "lora_" not in n_),
+            "family": objective.family,
+            "denoiser_parameters": sum(p.numel() for n_, p in denoiser.named_parameters() if "lora_" not in n_),
             "steps": cfg.train.steps,
             "groups": str(out / GROUPS_WEIGHTS),
         }

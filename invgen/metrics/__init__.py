@@ -33,6 +33,7 @@ _EXPORTS = {
         "fairness_metrics",
         "fairness_summary",
         "counts_by_prompt",
+        "UNREADABLE",
     ),
     "invgen.metrics.t2i": (
         "distribution_bias",

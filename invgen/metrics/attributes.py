@@ -1,8 +1,9 @@
 """Attribute classifiers: images in, one attribute index per image out.
 
 All classifiers share one interface (`AttributeClassifier`): `names` lists the attribute values and
-`__call__(images)` takes uint8 arrays (N, H, W, C) and returns int64 indices (N,). `load_classifier(spec)`
-builds one from a CLI spec:
+`__call__(images)` takes uint8 arrays (N, H, W, C) and returns int64 indices (N,), or `UNREADABLE` (-1)
+for an image the classifier cannot read (the color oracle: an image without color). Reports count those
+apart and leave them out of every figure. `load_classifier(spec)` builds one from a CLI spec:
 
 - `oracle:color[:PALETTE]`: the pixel rule of the synthetic sets (exact, no weights);
 - `clip:PATH`: open_clip zero-shot with attribute prompts (weights from a local folder or file);
@@ -29,6 +30,7 @@ from matplotlib.colors import rgb_to_hsv
 from torch import nn
 
 from invgen.errors import InvgenConfigError, InvgenDataError, InvgenError, InvgenModelError
+from invgen.metrics.fairness import UNREADABLE
 
 DEFAULT_TEMPLATE = "a photo of a {value}"
 
@@ -49,12 +51,13 @@ class ColorOracle:
     """Pixel rule for synthetic sets: the circular mean hue of the bright pixels, nearest palette hue.
 
     Exact on the embedded benchmark (every foreground pixel has the painted hue), so a bias figure read
-    with it carries no classifier error.
+    with it carries no classifier error. An image whose bright pixels have (almost) no color, such as an
+    all-black or gray one, has no hue: it is `UNREADABLE`, not the palette color nearest hue 0 (red).
     """
 
     attribute = "color"
 
-    def __init__(self, palette_name: str = "two", bright_fraction: float = 0.5):
+    def __init__(self, palette_name: str = "two", bright_fraction: float = 0.5, min_chroma: float = 0.05):
         from invgen.data.digits import palette as get_palette
 
         colors = get_palette(palette_name)
@@ -63,25 +66,30 @@ class ColorOracle:
         rgb = np.array([c for _, c in colors], dtype=np.float64) / 255.0
         self.hues = rgb_to_hsv(rgb)[:, 0] * 2 * np.pi
         self.bright_fraction = bright_fraction
+        # Mean chroma (max - min channel, 0..1) the bright pixels need for their hue to mean anything;
+        # 0.05 is about 13 levels of 255, far below any painted color and above 8-bit rounding noise.
+        self.min_chroma = min_chroma
 
     def hue(self, images: np.ndarray) -> np.ndarray:
-        """Mean hue angle (radians) of each image's bright pixels."""
+        """Mean hue angle (radians) of each image's bright pixels; NaN for an image without color."""
         x = np.asarray(images, dtype=np.float64) / 255.0
         if x.ndim != 4 or x.shape[-1] != 3:
             raise InvgenError(f"the color oracle needs RGB images (N, H, W, 3), got shape {x.shape}")
         hsv = rgb_to_hsv(x)
         value = hsv[..., 2]
         top = value.reshape(len(x), -1).max(axis=1)[:, None, None]
-        weight = np.where(value >= self.bright_fraction * top, value * hsv[..., 1], 0.0)
+        bright = value >= self.bright_fraction * top
+        weight = np.where(bright, value * hsv[..., 1], 0.0)  # value x saturation: the pixel's chroma
         angle = hsv[..., 0] * 2 * np.pi
         s = (weight * np.sin(angle)).sum(axis=(1, 2))
         c = (weight * np.cos(angle)).sum(axis=(1, 2))
-        return np.arctan2(s, c)
+        chroma = weight.sum(axis=(1, 2)) / np.maximum(bright.sum(axis=(1, 2)), 1)
+        return np.where(chroma >= self.min_chroma, np.arctan2(s, c), np.nan)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
         h = self.hue(images)[:, None]
-        dist = np.abs(np.angle(np.exp(1j * (h - self.hues[None, :]))))
-        return dist.argmin(axis=1).astype(np.int64)
+        dist = np.abs(np.angle(np.exp(1j * (np.nan_to_num(h) - self.hues[None, :]))))
+        return np.where(np.isnan(h[:, 0]), UNREADABLE, dist.argmin(axis=1)).astype(np.int64)
 
 
 # ------------------------------------------------------------------------------------------- metadata

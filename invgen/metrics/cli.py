@@ -10,7 +10,11 @@ from pathlib import Path
 
 import typer
 
+from invgen.config import check_seed
 from invgen.errors import InvgenConfigError
+
+MAX_BOOTSTRAP = 100_000
+"""Resamples are held in memory at once (prompts x resamples x values): more would only exhaust it."""
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -88,8 +92,11 @@ def metrics_command(
 
     if bootstrap < 0:
         raise InvgenConfigError(f"--bootstrap must be 0 or more, got {bootstrap}")
-    if not 0.0 < confidence < 1.0:
+    if bootstrap > MAX_BOOTSTRAP:
+        raise InvgenConfigError(f"--bootstrap must be {MAX_BOOTSTRAP} or less, got {bootstrap}")
+    if not 0.0 < confidence < 1.0:  # also refuses NaN
         raise InvgenConfigError(f"--confidence must lie between 0 and 1, got {confidence}")
+    check_seed(seed, "--seed")
     options = dict(
         attribute=attribute,
         classifier=classifier,
@@ -110,14 +117,15 @@ def metrics_command(
         seed=seed,
     )
     report = bias_report(samples, **options)
+    # Every set to compare is read (and checked) before anything is written: a bad --compare leaves no file.
+    others = [load_report(p) if p.suffix == ".json" else bias_report(p, **options) for p in compare or []]
+    comparison = compare_reports([report, *others]) if others else None
     out = out or samples / "report.json"
     written = write_report(report, out, plots=plots)
-    if not compare:
+    if comparison is None:
         typer.echo(report_markdown(report))
         typer.echo("wrote " + ", ".join(str(p) for p in written.values()))
         return
-    others = [load_report(p) if p.suffix == ".json" else bias_report(p, **options) for p in compare]
-    comparison = compare_reports([report, *others])
     cmp_written = write_comparison(comparison, out.with_name("comparison.json"), plots=plots)
     typer.echo(comparison_markdown(comparison))
     typer.echo("wrote " + ", ".join(str(p) for p in [*written.values(), *cmp_written.values()]))

@@ -16,6 +16,10 @@ import numpy as np
 
 ArrayLike = Sequence[float] | np.ndarray
 
+UNREADABLE = -1
+"""The index a classifier gives an image it cannot read (no attribute value); reports count such images
+apart and leave them out of every figure."""
+
 
 def _target(k: int, target: ArrayLike | None) -> np.ndarray:
     if target is None:
@@ -108,9 +112,17 @@ def delta_ratio_batch(
     return r[..., value] if value is not None else r.mean(axis=-1)
 
 
+def _one_row(counts: ArrayLike, name: str) -> np.ndarray:
+    c = np.asarray(counts, dtype=np.float64)
+    if c.ndim != 1:
+        batch = f": use {name}_batch for a table (one value per row)" if f"{name}_batch" in globals() else ""
+        raise ValueError(f"{name} takes one row of K counts, got an array of shape {c.shape}{batch}")
+    return c
+
+
 def bias_score(counts: ArrayLike, target: ArrayLike | None = None) -> float:
     """InvDiff bias of one row of counts (0 = balanced or at p*; 1 = one value only for K = 2)."""
-    return float(bias_score_batch(counts, target))
+    return float(bias_score_batch(_one_row(counts, "bias_score"), target))
 
 
 def shen_bias(freqs: ArrayLike, target: ArrayLike | None = None) -> float:
@@ -122,17 +134,17 @@ def shen_bias(freqs: ArrayLike, target: ArrayLike | None = None) -> float:
 
 
 def fairness_discrepancy(counts: ArrayLike, target: ArrayLike | None = None) -> float:
-    return float(fairness_discrepancy_batch(counts, target))
+    return float(fairness_discrepancy_batch(_one_row(counts, "fairness_discrepancy"), target))
 
 
 def kl_divergence(counts: ArrayLike, target: ArrayLike | None = None) -> float:
     """KL(p̄ ‖ p*) in nats; empty values contribute 0."""
-    return float(kl_divergence_batch(counts, target))
+    return float(kl_divergence_batch(_one_row(counts, "kl_divergence"), target))
 
 
 def normalized_entropy(counts: ArrayLike, target: ArrayLike | None = None) -> float:
     """Entropy of p̄ divided by log K (or by H(p*) with a target): 1 = uniform, 0 = one value only."""
-    return float(normalized_entropy_batch(counts, target))
+    return float(normalized_entropy_batch(_one_row(counts, "normalized_entropy"), target))
 
 
 def delta_ratio(
@@ -156,7 +168,8 @@ METRICS = {
 
 def fairness_metrics(counts: ArrayLike, target: ArrayLike | None = None) -> dict[str, float]:
     """All metrics of one row of counts, keyed as in the report."""
-    return {name: float(fn(counts, target)) for name, fn in METRICS.items()}
+    row = _one_row(counts, "fairness_metrics")
+    return {name: float(fn(row, target)) for name, fn in METRICS.items()}
 
 
 def counts_by_prompt(

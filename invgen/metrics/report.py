@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from invgen.atomic import write_json, write_text
-from invgen.errors import InvgenConfigError, InvgenDataError, InvgenError
-from invgen.metrics.fairness import counts_by_prompt, fairness_metrics, fairness_summary
+from invgen.errors import InvgenConfigError, InvgenDataError, InvgenError, shown
+from invgen.metrics.fairness import UNREADABLE, counts_by_prompt, fairness_metrics, fairness_summary
 
 REPORT_METRICS = ("bias_score", "fairness_discrepancy", "kl_uniform", "kl_target", "entropy", "delta")
 METRIC_TITLES = {
@@ -69,11 +69,11 @@ def parse_target(target: Any, names: Sequence[str]) -> np.ndarray | None:
 
 def _check_folder(root: Path) -> None:
     if not root.exists():
-        raise InvgenDataError(f"{root}: no such image folder")
+        raise InvgenDataError(f"{shown(root)}: no such image folder")
     if not root.is_dir():
-        raise InvgenDataError(f"{root} is a file, not an image folder")
+        raise InvgenDataError(f"{shown(root)} is a file, not an image folder")
     if not any(root.iterdir()):
-        raise InvgenDataError(f"{root} is an empty folder (expected images and a metadata.jsonl)")
+        raise InvgenDataError(f"{shown(root)} is an empty folder (expected images and a metadata.jsonl)")
 
 
 def _classify(
@@ -83,7 +83,7 @@ def _classify(
         np.asarray(clf(images[i : i + batch_size]), dtype=np.int64) for i in range(0, len(images), batch_size)
     ]
     values = np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
-    if values.shape != (len(images),) or (len(values) and (values.min() < 0 or values.max() >= k)):
+    if values.shape != (len(images),) or (len(values) and (values.min() < UNREADABLE or values.max() >= k)):
         raise InvgenError(
             f"the classifier returned {values.shape} values outside 0..{k - 1} for {len(images)} images"
         )
@@ -99,9 +99,10 @@ def _metadata_agreement(
         return None
     index = {n: i for i, n in enumerate(names)}
     known = np.array([index.get(str(t), -1) for t in truth])
-    if (known < 0).any():
+    read = values != UNREADABLE
+    if (known < 0).any() or not read.any():
         return None
-    return float((known == values).mean())
+    return float((known[read] == values[read]).mean())
 
 
 # ------------------------------------------------------------------------------------------- report
@@ -118,6 +119,8 @@ def attribute_figures(
 
     Overall figures are means over prompts, with bootstrap intervals (`ci`), the floor a model exactly at
     the target reaches with the same sample sizes (`at_target`), and the pooled counts of all prompts.
+    Images the classifier could not read (`UNREADABLE`) are counted (`n_unreadable`, and `unreadable` per
+    prompt) and left out of every figure; a prompt with no readable image has no figures (null).
     """
     names = [str(n) for n in names]
     if len(names) < 2:
@@ -125,20 +128,30 @@ def attribute_figures(
     values = np.asarray(values, dtype=np.int64)
     if len(values) == 0:
         raise InvgenDataError("there are no images to measure")
+    if len(values) != len(prompts):
+        raise InvgenDataError(f"{len(values)} attribute values but {len(prompts)} prompts")
     p_star = parse_target(target, names)
-    counts = counts_by_prompt(prompts, values, len(names))
+    read = values != UNREADABLE
+    counts = counts_by_prompt([p for p, r in zip(prompts, read, strict=True) if r], values[read], len(names))
+    # Prompts whose images are all unreadable keep their row (of zeros), in the order prompts came.
+    counts = {p: counts.get(p, np.zeros(len(names), dtype=np.int64)) for p in dict.fromkeys(prompts)}
+    unreadable = dict.fromkeys(counts, 0)
+    for p in np.asarray(prompts, dtype=object)[~read]:
+        unreadable[p] += 1
     summary = fairness_summary(counts, p_star, n_boot=n_boot, confidence=confidence, seed=seed)
-    pooled_counts = np.bincount(values, minlength=len(names))
+    pooled_counts = np.bincount(values[read], minlength=len(names))
     per_prompt = {}
     for prompt, entry in summary["per_prompt"].items():
         entry = dict(entry)
         entry["counts"] = dict(zip(names, entry["counts"], strict=True))
+        entry["unreadable"] = unreadable[prompt]
         per_prompt[prompt] = entry
     uniform = np.full(len(names), 1 / len(names))
     return {
         "values": names,
         "target": (p_star if p_star is not None else uniform).tolist(),
         "n_images": len(values),
+        "n_unreadable": int((~read).sum()),
         "n_prompts": len(counts),
         **{key: summary["overall"][key] for key in REPORT_METRICS},
         "ci": summary["ci"],
@@ -400,7 +413,7 @@ def _fmt(x: Any, digits: int = 3) -> str:
 
 
 def _fmt_ci(value: Any, ci: Sequence[Any] | None) -> str:
-    if not ci or any(c is None for c in ci):
+    if not ci or any(c is None or (isinstance(c, float) and math.isnan(c)) for c in ci):
         return _fmt(value)
     return f"{_fmt(value)} [{_fmt(ci[0])}, {_fmt(ci[1])}]"
 
@@ -437,15 +450,24 @@ def report_markdown(report: Mapping[str, Any]) -> str:
             "",
             f"Classifier agrees with metadata.jsonl on {100 * report['metadata_agreement']:.1f}% of images.",
         ]
+    unreadable = report.get("n_unreadable", 0)
+    if unreadable:
+        lines += [
+            "",
+            f"**{unreadable} of {report['n_images']} images are unreadable**: the classifier finds no "
+            f"{report['attribute']} in them (e.g. all black or gray). They are left out of every figure.",
+        ]
+    extra = " unreadable |" if unreadable else ""
     lines += [
         "",
-        "| prompt | n | " + " | ".join(names) + " | bias score | entropy |",
-        "| --- | --- | " + " | ".join("---" for _ in names) + " | --- | --- |",
+        "| prompt | n | " + " | ".join(names) + f" |{extra} bias score | entropy |",
+        "| --- | --- | " + " | ".join("---" for _ in names) + f" |{' --- |' if unreadable else ''} --- | --- |",
     ]
     for prompt, e in report["per_prompt"].items():
         counts = " | ".join(str(e["counts"][n]) for n in names)
+        cell = f" {e.get('unreadable', 0)} |" if unreadable else ""
         lines.append(
-            f"| {_md_escape(prompt)} | {e['n']} | {counts} | "
+            f"| {_md_escape(prompt)} | {e['n']} | {counts} |{cell} "
             f"{_fmt_ci(e.get('bias_score'), e.get('ci', {}).get('bias_score'))} | {_fmt(e.get('entropy'))} |"
         )
     if "t2i" in report:
@@ -500,11 +522,39 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
     if path.is_dir():
         path = path / "report.json"
     if not path.is_file():
-        raise InvgenDataError(f"no report at {path}")
+        raise InvgenDataError(f"no report at {shown(path)}")
     try:
-        return json.loads(path.read_text())
+        report = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise InvgenDataError(f"{shown(path)}: not a bias report (not UTF-8 text)") from None
     except json.JSONDecodeError as e:
-        raise InvgenDataError(f"{path}: not valid JSON ({e.msg})") from None
+        raise InvgenDataError(f"{shown(path)}: not valid JSON ({e.msg})") from None
+    _check_report(report, shown(path))
+    return report
+
+
+# What `compare_reports` reads from each report, with the JSON type it must have.
+_REPORT_KEYS = {"samples": str, "attribute": str, "values": list, "n_images": int, "per_prompt": dict}
+
+
+def _check_report(report: Any, where: str) -> None:
+    """Refuse, in one sentence, a JSON file that is not a report written by `write_report`."""
+    if not isinstance(report, dict):
+        raise InvgenDataError(f"{where}: not a bias report (a JSON {type(report).__name__}, not an object)")
+    missing = [k for k in _REPORT_KEYS if k not in report]
+    if missing:
+        raise InvgenDataError(
+            f"{where}: not a bias report (no {', '.join(repr(k) for k in missing)}; "
+            "give a report.json written by `invgen metrics` or an image folder)"
+        )
+    for key, kind in _REPORT_KEYS.items():
+        if not isinstance(report[key], kind) or isinstance(report[key], bool):
+            raise InvgenDataError(f"{where}: not a bias report ('{key}' is not a JSON {kind.__name__})")
+    if not all(isinstance(v, str) for v in report["values"]):
+        raise InvgenDataError(f"{where}: not a bias report ('values' must list the attribute's values as text)")
+    for prompt, entry in report["per_prompt"].items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("counts"), dict) or "n" not in entry:
+            raise InvgenDataError(f"{where}: not a bias report (per_prompt entry {prompt!r} has no counts)")
 
 
 def _label(report: Mapping[str, Any], i: int, used: set[str]) -> str:
@@ -543,7 +593,8 @@ def compare_reports(
     for label, r in zip(labels, loaded, strict=True):
         entry = {key: r.get(key) for key in REPORT_METRICS}
         entry.update(
-            n_images=r["n_images"], ci=r.get("ci", {}), at_target=r.get("at_target", {}), samples=r["samples"]
+            n_images=r["n_images"], n_unreadable=r.get("n_unreadable", 0), ci=r.get("ci", {}),
+            at_target=r.get("at_target", {}), samples=r["samples"],
         )
         for section in ("t2i", "quality"):
             if section in r:
@@ -563,6 +614,7 @@ def compare_reports(
             per_prompt.setdefault(prompt, {})[label] = {key: e.get(key) for key in REPORT_METRICS} | {
                 "n": e["n"],
                 "counts": e["counts"],
+                "unreadable": e.get("unreadable", 0),
             }
     return {
         "attribute": first["attribute"],
@@ -602,6 +654,9 @@ def comparison_markdown(comparison: Mapping[str, Any]) -> str:
     lines.append(
         "| images | " + " | ".join(str(comparison["metrics"][lbl]["n_images"]) for lbl in labels) + " |"
     )
+    unreadable = [comparison["metrics"][lbl].get("n_unreadable", 0) for lbl in labels]
+    if any(unreadable):
+        lines.append("| unreadable (left out) | " + " | ".join(str(u) for u in unreadable) + " |")
     for section, keys in (
         ("t2i", ("B_D", "H_J", "M_G")),
         ("quality", ("fid", "precision", "recall", "clip_score")),

@@ -298,7 +298,8 @@ class DigitsOracleExtractor:
 
     def batch(self, images: np.ndarray) -> list[set[str]]:
         colors = self.oracle(images)
-        return [{"digit", self.oracle.names[c]} for c in colors]
+        # An image without color (UNREADABLE, -1) shows no color object; names[-1] would invent one.
+        return [{"digit", self.oracle.names[c]} if c >= 0 else {"digit"} for c in colors]
 
     def __call__(self, image: np.ndarray) -> set[str]:
         return self.batch(np.asarray(image)[None])[0]

@@ -63,10 +63,12 @@ def load_frozen_pipeline(name_or_path: str | os.PathLike, field: str, hint: str 
     path = Path(name).expanduser()
     if (path.exists() or looks_local(name)) and not (path / "model_index.json").is_file():
         raise InvgenConfigError(f"{field}: no trained pipeline at {path}{hint}")
+    import torch
+
     pipe = load_pipeline(name)
-    for part in ("unet", "text_encoder", "vae"):
-        module = getattr(pipe, part, None)
-        if module is not None:
+    # Every module (a transformer, a second or third text encoder too): the base model is never trained here.
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
             module.requires_grad_(False)
     return pipe
 

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
+from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from PIL import Image
 
 from invgen.errors import InvgenError
@@ -37,12 +38,24 @@ def _to_pixels(image: Any, size: int, device, dtype) -> torch.Tensor:
     return x.to(device=device, dtype=dtype)
 
 
-class PixelTextToImagePipeline(DiffusionPipeline):
+class PixelTextToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
+    """Stable Diffusion's LoRA loader is mixed in, so `load_lora_weights`, `set_adapters`, `fuse_lora` and
+    `save_lora_weights` work here as on `StableDiffusionPipeline` (an InvDiff LoRA folder loads with
+    `pipe.load_lora_weights(folder)`)."""
+
     model_cpu_offload_seq = "text_encoder->unet"
 
     def __init__(self, unet, text_encoder, tokenizer, scheduler):
         super().__init__()
         self.register_modules(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+
+    def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name: str | None = None, **kwargs):
+        """`StableDiffusionLoraLoaderMixin.load_lora_weights`; an invgen residual or copy adapter folder (not a
+        LoRA) is refused with how to attach it instead."""
+        from invgen.invdiff.saving import refuse_non_lora
+
+        refuse_non_lora(pretrained_model_name_or_path_or_dict)
+        return super().load_lora_weights(pretrained_model_name_or_path_or_dict, adapter_name=adapter_name, **kwargs)
 
     @torch.no_grad()
     def encode_prompt(self, prompt: list[str], device=None) -> torch.Tensor:

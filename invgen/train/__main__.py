@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from invgen.errors import InvgenError
+from invgen.errors import InvgenError, one_line
 
 
 def _jobs():
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         out = _jobs()[args.job](args.config, args.overrides, args.resume)
     except InvgenError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: resume with --resume", file=sys.stderr)

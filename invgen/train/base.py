@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
 
+from invgen.atomic import reporting_write_errors
 from invgen.config import check
 from invgen.models.loading import save_pipeline
 from invgen.models.tiny import TinyUNetConfig, tiny_text_encoder, tiny_unet
@@ -43,6 +44,26 @@ class BaseConfig:
         if self.pretrained is None:
             check(self.data.size == self.model.sample_size, "model.sample_size",
                   f"must equal data.size ({self.data.size}), got {self.model.sample_size}")
+            _validate_model(self.model)
+
+
+def _validate_model(m: TinyUNetConfig) -> None:
+    """The shapes diffusers' UNet would otherwise reject with a traceback from inside torch."""
+    channels = list(m.block_out_channels)
+    check(m.channels == 3, "model.channels", f"must be 3 (the training images are RGB), got {m.channels}")
+    check(len(channels) > 0, "model.block_out_channels", "must list at least one block")
+    check(all(c > 0 for c in channels), "model.block_out_channels", f"must all be positive, got {channels}")
+    check(m.layers_per_block > 0, "model.layers_per_block", f"must be positive, got {m.layers_per_block}")
+    check(m.norm_num_groups > 0, "model.norm_num_groups", f"must be positive, got {m.norm_num_groups}")
+    check(all(c % m.norm_num_groups == 0 for c in channels), "model.norm_num_groups",
+          f"must divide every entry of model.block_out_channels {channels}, got {m.norm_num_groups}")
+    # The attention blocks (all but the first, and the middle block) split their channels into this many heads.
+    attended = channels[1:] or channels[-1:]
+    check(0 < m.attention_head_dim <= min(attended), "model.attention_head_dim",
+          f"must be between 1 and the channels of the attention blocks ({min(attended)}), got {m.attention_head_dim}")
+    # The frozen text encoder has 4 attention heads and the UNet pools its states with 2.
+    check(m.cross_attention_dim > 0 and m.cross_attention_dim % 4 == 0, "model.cross_attention_dim",
+          f"must be a positive multiple of 4, got {m.cross_attention_dim}")
 
 
 def pipeline_complete(path: str | Path) -> bool:
@@ -52,9 +73,17 @@ def pipeline_complete(path: str | Path) -> bool:
 def _components(cfg: BaseConfig):
     """(pipeline or None, unet, text_encoder, tokenizer, training noise scheduler)."""
     if cfg.pretrained is not None:
+        from invgen.errors import InvgenConfigError
+        from invgen.models.denoisers import pipeline_family
         from invgen.models.loading import load_frozen_pipeline
 
         pipe = load_frozen_pipeline(cfg.pretrained, "pretrained")
+        family = pipeline_family(pipe)
+        if family != "sd":
+            # SDXL's added conditions and the flow-matching objective are InvDiff's (invgen/train/diffusion.py);
+            # fine-tuning a whole SDXL/SD3/Flux denoiser is not this trainer's job.
+            raise InvgenConfigError(f"pretrained: the base trainer fine-tunes SD 1.x/2.x UNets only, "
+                                    f"{cfg.pretrained} is a {family} pipeline (InvDiff trains on it as it is)")
         pipe.unet.requires_grad_(True)
         if cfg.train.gradient_checkpointing:
             pipe.unet.enable_gradient_checkpointing()
@@ -71,13 +100,11 @@ def train_base(cfg: BaseConfig, resume: bool = False) -> Path:
     pipe, unet, text_encoder, tokenizer, noise_scheduler = _components(cfg)
 
     trainer = Trainer(cfg.train, out, unet, desc="base")
-    split = start_run(trainer, cfg)
+    split = start_run(trainer, cfg, resume)
     if pipe is not None:
         data = encode_for_pipeline(pipe, split, cfg.data, trainer.accelerator)
     else:
         data = encode_image_set(split, tokenizer, text_encoder, size=cfg.data.size)
-    if resume:
-        trainer.resume()
 
     n = len(data.x0)
     bs = cfg.train.batch_size
@@ -88,7 +115,7 @@ def train_base(cfg: BaseConfig, resume: bool = False) -> Path:
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (bs,), generator=gen)
         drop = torch.rand(bs, generator=gen) < cfg.cond_dropout
         prompt = torch.where(drop, torch.full_like(idx, data.empty_index), data.prompt_index[idx])
-        x0, emb = data.x0[idx], data.embeddings[prompt]
+        x0, emb = data.x0[idx], data.embeddings["prompt_embeds"][prompt]
         noise = draw_noise(x0.shape, gen)
         x0, emb, t, noise = (trainer.shard(v) for v in (x0, emb, t, noise))
         return denoising_loss(model, noise_scheduler, x0, emb, t, noise).mean()
@@ -98,7 +125,8 @@ def train_base(cfg: BaseConfig, resume: bool = False) -> Path:
         pipe.unet = trainer.unwrap()
         if cfg.train.gradient_checkpointing:
             pipe.unet.disable_gradient_checkpointing()
-        save_pipeline(pipe, out)
+        with reporting_write_errors(out):
+            save_pipeline(pipe, out)
     elif trainer.is_main:
         pipe = PixelTextToImagePipeline(
             unet=trainer.unwrap(),
@@ -106,7 +134,8 @@ def train_base(cfg: BaseConfig, resume: bool = False) -> Path:
             tokenizer=tokenizer,
             scheduler=DDIMScheduler.from_config(noise_scheduler.config),
         )
-        save_pipeline(pipe, out)
+        with reporting_write_errors(out):
+            save_pipeline(pipe, out)
     trainer.accelerator.wait_for_everyone()
     return out
 

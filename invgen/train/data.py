@@ -9,10 +9,10 @@ from typing import Literal
 
 import torch
 
-from invgen.config import check
-from invgen.data.digits import make_colored_digits
+from invgen.config import check, check_seed
+from invgen.data.digits import ForeignDataError, make_colored_digits
 from invgen.data.imagefolder import ImageSet, read_imagefolder
-from invgen.errors import InvgenDataError
+from invgen.errors import InvgenConfigError, InvgenDataError, shown
 
 
 @dataclass
@@ -38,6 +38,7 @@ class DataConfig:
         check(self.size >= 8, f"{prefix}.size", f"must be at least 8, got {self.size}")
         check(self.builder in (None, "colored_digits"), f"{prefix}.builder", "must be colored_digits or null")
         check(self.encode_batch_size > 0, f"{prefix}.encode_batch_size", "must be positive")
+        check_seed(self.seed, f"{prefix}.seed")
 
     @property
     def split_dir(self) -> Path:
@@ -47,19 +48,34 @@ class DataConfig:
 def prepare_dataset(cfg: DataConfig, is_main: bool = True) -> Path:
     """Build the embedded set if asked and missing (main process only), return the split folder."""
     if cfg.builder == "colored_digits" and is_main:
-        make_colored_digits(cfg.root, p_align=cfg.p_align, size=cfg.size, palette_name=cfg.palette, seed=cfg.seed)
+        try:
+            make_colored_digits(cfg.root, p_align=cfg.p_align, size=cfg.size, palette_name=cfg.palette,
+                                seed=cfg.seed)
+        except ForeignDataError as e:
+            # The user's own data under data.root: train on it only if asked (builder: null), never replace it.
+            raise InvgenConfigError(
+                f"data.root {shown(cfg.root)} holds data that invgen did not build ({shown(e.path)}); set "
+                "data.builder=null to train on it, or choose an empty data.root for the digits benchmark"
+            ) from None
     return cfg.split_dir
 
 
-def start_run(trainer, cfg) -> Path:
-    """What every trainer does first: the main process creates `cfg.output_dir` and records the config
-    there (`train_config.yaml`), the data set `cfg.data` is built if asked, and all processes wait for it.
-    Returns the training split's folder."""
+def start_run(trainer, cfg, resume: bool = False) -> Path:
+    """What every trainer does first: `trainer.start(resume)` loads the newest checkpoint (or, for a fresh run,
+    refuses a folder holding another run's checkpoints), then the main process creates `cfg.output_dir` and
+    records the config there (`train_config.yaml`), the data set `cfg.data` is built if asked, and all
+    processes wait for it. Returns the training split's folder.
+
+    The checkpoint is loaded first so that a resume refused (another model, a damaged checkpoint) leaves the
+    folder, and the config recorded in it, as it was."""
+    from invgen.atomic import reporting_write_errors
     from invgen.config import dump_config
 
     out = Path(cfg.output_dir)
+    trainer.start(resume)
     if trainer.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        with reporting_write_errors(out):
+            out.mkdir(parents=True, exist_ok=True)
         dump_config(cfg, out / "train_config.yaml")
     split = prepare_dataset(cfg.data, trainer.is_main)
     trainer.accelerator.wait_for_everyone()
@@ -68,15 +84,18 @@ def start_run(trainer, cfg) -> Path:
 
 @dataclass
 class EncodedSet:
-    """What the trainers and the grouper read, in the space the UNet denoises.
+    """What the trainers and the grouper read, in the space the denoiser works in.
 
     `x0` holds pixels in [-1, 1] for a pixel-space pipeline, or scaled VAE latents (`space == "latent"`)
     for a latent one: everything downstream (denoising loss, grouper, objective) is the same code.
+    `embeddings` holds the per-prompt conditions of the pipeline's family (`invgen.train.conditioning`):
+    `prompt_embeds` always, `pooled_prompt_embeds` for SDXL, SD3 and Flux; row i is `prompts[i]` and the
+    last row is the empty prompt (for classifier-free guidance).
     """
 
     x0: torch.Tensor  # (N, C, H, W)
-    prompt_index: torch.Tensor  # (N,) index into `embeddings`
-    embeddings: torch.Tensor  # (P + 1, L, D); the last row is the empty prompt (for classifier-free guidance)
+    prompt_index: torch.Tensor  # (N,) index into the rows of `embeddings`
+    embeddings: dict[str, torch.Tensor]  # name -> (P + 1, ...)
     prompts: list[str]
     image_set: ImageSet
     space: Literal["pixel", "latent"] = "pixel"
@@ -86,6 +105,10 @@ class EncodedSet:
     @property
     def empty_index(self) -> int:
         return len(self.prompts)
+
+    def conditions(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The conditions of samples `index` (one row per sample)."""
+        return {k: v[self.prompt_index[index]] for k, v in self.embeddings.items()}
 
 
 @torch.no_grad()
@@ -114,11 +137,21 @@ def encode_image_set(
     data: DataConfig | None = None,
     progress: bool = True,
 ) -> EncodedSet:
-    """Prompts (from metadata.jsonl) through the text encoder; images as pixels, or through `vae` if given.
+    """Prompts (from metadata.jsonl) through one CLIP text encoder; images as pixels, or through `vae` if given.
 
     With a VAE, images are streamed and encoded to latents at resolution `size` (cached under
     `data.latent_cache` when set); without one they are read whole at `size` (all must have that size).
     """
+    from invgen.train.conditioning import PROMPT_EMBEDS
+
+    def conditions(prompts: list[str]) -> dict[str, torch.Tensor]:
+        return {PROMPT_EMBEDS: encode_prompts(tokenizer, text_encoder, prompts)}
+
+    return _encode(root, conditions, size, vae, data, progress)
+
+
+def _encode(root, conditions, size, vae, data, progress) -> EncodedSet:
+    """The images of `root` as pixels or latents, and `conditions(prompts)` for its distinct prompts + ""."""
     if vae is None:
         image_set = read_imagefolder(root, mode="RGB", size=size)
         x0, space = image_set.tensor(), "pixel"
@@ -140,7 +173,7 @@ def encode_image_set(
     return EncodedSet(
         x0=x0,
         prompt_index=torch.tensor([index[p] for p in image_set.prompts]),
-        embeddings=encode_prompts(tokenizer, text_encoder, prompts + [""]),
+        embeddings=conditions(prompts + [""]),
         prompts=prompts,
         image_set=image_set,
         space=space,
@@ -150,20 +183,22 @@ def encode_image_set(
 
 
 def encode_for_pipeline(pipe, split: str | os.PathLike, data: DataConfig, accelerator) -> EncodedSet:
-    """`encode_image_set` with a pipeline's own tokenizer, text encoder and (if it has one) VAE.
+    """The image set encoded with a pipeline's own prompt encoding (`encode_prompt`) and VAE, if it has one.
 
     The frozen encoders visit the accelerator's device only while encoding. The main process encodes
     first, so with a latent cache the other processes read its file instead of encoding again.
     """
+    from invgen.train.conditioning import encode_conditions, text_encoders
+
     vae = getattr(pipe, "vae", None)
-    parts = [m for m in (pipe.text_encoder, vae) if m is not None]
+    parts = [m for m in (*text_encoders(pipe), vae) if m is not None]
     homes = [m.device for m in parts]
     with accelerator.main_process_first():
         for m in parts:
             m.to(accelerator.device)
         try:
-            return encode_image_set(split, pipe.tokenizer, pipe.text_encoder, size=data.size, vae=vae, data=data,
-                                    progress=accelerator.is_main_process)
+            return _encode(split, lambda prompts: encode_conditions(pipe, prompts, accelerator.device), data.size,
+                           vae, data, accelerator.is_main_process)
         finally:
             for m, home in zip(parts, homes, strict=True):
                 m.to(home)

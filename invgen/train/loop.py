@@ -4,8 +4,14 @@ What it guarantees:
 - Reproducible batches: every step draws its batch, noise and timesteps from a generator seeded by
   (seed, step, micro-batch), so a resumed run sees exactly the data an uninterrupted run would, and N
   processes split the same global batch that one process would use (same effective batch size).
-- Crash safety: `accelerator.save_state` writes each checkpoint to a temporary folder that is renamed
-  into place once complete; `resume=True` continues from the newest complete checkpoint.
+  Dropout and anything else that draws from torch's global generator is reseeded the same way at every
+  micro-batch, so a checkpoint needs no RNG state.
+- Crash safety: each checkpoint is written to a temporary folder that is renamed into place once complete;
+  `resume=True` continues from the newest complete checkpoint.
+- Safe resume: a checkpoint holds safetensors and JSON only (invgen/train/checkpoint.py), checked whole
+  against the model before anything is loaded; nothing in it is unpickled, so a planted file cannot run code.
+- One run per folder: a fresh run refuses a folder that holds another run's checkpoints, so that a later
+  resume cannot mix two runs.
 - A NaN or infinite loss stops the run with a clear message, keeping the last good checkpoint.
 """
 
@@ -26,9 +32,17 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from tqdm.auto import tqdm
 
-from invgen.atomic import atomic_dir, write_text
-from invgen.config import check
-from invgen.errors import InvgenTrainingError
+from invgen.atomic import atomic_dir, reporting_write_errors, write_text
+from invgen.config import check, check_seed
+from invgen.errors import InvgenConfigError, InvgenError, InvgenTrainingError, shown
+from invgen.train.checkpoint import (
+    PARTIAL_MARKER,
+    Checkpoint,
+    is_our_partial,
+    is_ours,
+    trainable_state,
+    write_checkpoint,
+)
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
@@ -57,27 +71,51 @@ class TrainConfig:
         check(self.batch_size > 0, f"{prefix}.batch_size", f"must be positive, got {self.batch_size}")
         check(self.learning_rate > 0, f"{prefix}.learning_rate", f"must be positive, got {self.learning_rate}")
         check(self.warmup_steps >= 0, f"{prefix}.warmup_steps", "must be 0 or more")
+        check(self.weight_decay >= 0, f"{prefix}.weight_decay", f"must be 0 or more, got {self.weight_decay}")
+        check(self.max_grad_norm > 0, f"{prefix}.max_grad_norm", f"must be positive, got {self.max_grad_norm}")
         check(self.gradient_accumulation_steps > 0, f"{prefix}.gradient_accumulation_steps", "must be positive")
         check(self.checkpoint_every > 0, f"{prefix}.checkpoint_every", "must be positive")
         check(self.keep_checkpoints > 0, f"{prefix}.keep_checkpoints", "must be positive")
         known = ("constant", "constant_with_warmup", "linear", "cosine")
         check(self.lr_scheduler in known, f"{prefix}.lr_scheduler", f"must be one of {known}")
+        check_seed(self.seed, f"{prefix}.seed")
+
+
+def _step_seed(seed: int, step: int, micro: int) -> int:
+    # Large odd multipliers keep (seed, step, micro) triples from colliding.
+    return (seed * 1_000_003 + step * 1_009 + micro) % (2**63 - 1)
 
 
 def step_generator(seed: int, step: int, micro: int = 0) -> torch.Generator:
-    # Large odd multipliers keep (seed, step, micro) triples from colliding.
-    return torch.Generator().manual_seed((seed * 1_000_003 + step * 1_009 + micro) % (2**63 - 1))
+    return torch.Generator().manual_seed(_step_seed(seed, step, micro))
 
 
-def list_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:
+def _global_seed(seed: int, step: int, micro: int) -> int:
+    # Another stream than `step_generator`'s (dropout masks should not repeat the batch draws), within the
+    # 32 bits numpy's seed accepts.
+    return (_step_seed(seed, step, micro) * 6_364_136_223_846_793_005 + 1_442_695_040_888_963_407) % 2**32
+
+
+def list_checkpoints(ckpt_root: Path, complete: bool = True) -> list[tuple[int, Path]]:
+    """`(step, folder)` of the `checkpoint-N` folders under `ckpt_root`, oldest first; with `complete`, only
+    those whose `trainer_state.json` (written last) exists."""
     if not ckpt_root.is_dir():
         return []
     found = []
     for p in ckpt_root.iterdir():
         m = CHECKPOINT_RE.match(p.name)
-        if m and (p / "trainer_state.json").is_file():
+        if m and p.is_dir() and (not complete or (p / "trainer_state.json").is_file()):
             found.append((int(m.group(1)), p))
     return sorted(found)
+
+
+def check_output_dir(path: Path) -> None:
+    """One sentence, before anything is written, when `path` cannot be a run folder."""
+    for parent in (path, *path.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise InvgenConfigError(f"output_dir: {shown(parent)} is a file, not a folder")
+            return
 
 
 def _truncate_log(log_path: Path, step: int) -> None:
@@ -133,9 +171,10 @@ class Trainer:
             cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.warmup_steps, num_training_steps=cfg.steps
         )
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.accelerator.register_for_checkpointing(self.lr_scheduler)
+        self._trainable = {id(p) for p in params}
         self.step = 0
         self.losses: list[float] = []
+        self._started = False
 
     # ------------------------------------------------------------------ distributed helpers
     @property
@@ -179,47 +218,104 @@ class Trainer:
         return path
 
     def _all_finite(self, loss: torch.Tensor) -> bool:
-        # Decided together: a process that stopped alone would leave the others waiting in backward().
-        finite = bool(torch.isfinite(loss.detach()).all())
+        return self._agree(bool(torch.isfinite(loss.detach()).all()))
+
+    def _agree(self, ok: bool) -> bool:
+        """Whether `ok` holds in every process. Decided together: a process that stopped alone would leave the
+        others waiting in backward() or at the next barrier."""
         if self.accelerator.num_processes == 1:
-            return finite
-        flags = self.accelerator.reduce(torch.tensor([float(finite)], device=self.device), "sum")
+            return ok
+        flags = self.accelerator.reduce(torch.tensor([float(ok)], device=self.device), "sum")
         return int(flags.item()) == self.accelerator.num_processes
 
     # ------------------------------------------------------------------ checkpoints
+    def _checkpoint_parts(self) -> tuple[dict[str, torch.Tensor], object, object, object]:
+        scaler = getattr(self.accelerator, "scaler", None)
+        return trainable_state(self.unwrap(), self._trainable), self.optimizer, self.lr_scheduler, scaler
+
     def save_checkpoint(self) -> Path:
+        """Write `checkpoints/checkpoint-{step}` (main process), atomically; keep the newest `keep_checkpoints`."""
         final = self.ckpt_root / f"checkpoint-{self.step}"
         tmp = self.ckpt_root / f".checkpoint-{self.step}.tmp"
+        self.accelerator.wait_for_everyone()
+        error: InvgenError | None = None
         if self.is_main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            tmp.mkdir(parents=True)
-        self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(tmp))
-        self.accelerator.wait_for_everyone()
-        if self.is_main:
-            state = {"step": self.step, "losses": self.losses}
-            (tmp / "trainer_state.json").write_text(json.dumps(state))
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
-            for _, old in list_checkpoints(self.ckpt_root)[: -self.cfg.keep_checkpoints]:
-                shutil.rmtree(old, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
+            try:
+                with reporting_write_errors(final):
+                    self._write_checkpoint(tmp, final)
+            except InvgenError as e:
+                error = e
+        if not self._agree(error is None):
+            raise error or InvgenTrainingError(f"{self.desc}: the main process could not write {shown(final)}")
         return final
 
+    def _write_checkpoint(self, tmp: Path, final: Path) -> None:
+        for stale in (tmp, final):
+            if stale.exists() and not (is_our_partial(stale) or is_ours(stale)):
+                raise InvgenTrainingError(f"{shown(stale)} is in the way of a checkpoint and was not made by invgen; "
+                                          "move it away")
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            (tmp / PARTIAL_MARKER).touch()
+            weights, optimizer, scheduler, scaler = self._checkpoint_parts()
+            write_checkpoint(tmp, weights, optimizer.state_dict(), scheduler.state_dict(),
+                             scaler.state_dict() if scaler is not None else None, self.step, self.losses)
+            (tmp / PARTIAL_MARKER).unlink()
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # made by this call: ours whatever it holds
+            raise
+        for _, old in list_checkpoints(self.ckpt_root)[: -self.cfg.keep_checkpoints]:
+            if is_ours(old):  # another tool's folder of that name stays
+                shutil.rmtree(old, ignore_errors=True)
+
+    def start(self, resume: bool) -> int:
+        """Begin the run: with `resume`, load the newest checkpoint (`resume()`); without, refuse a folder that
+        holds another run's checkpoints, so that a later resume cannot mix two runs. Returns the first step.
+
+        Trainers call this (through `start_run`) before writing anything into the run folder; `fit` calls it
+        for those that did not.
+        """
+        if self._started:
+            return self.step
+        check_output_dir(self.output_dir)
+        if resume:
+            return self.resume()
+        found = list_checkpoints(self.ckpt_root, complete=False)
+        if found:
+            raise InvgenTrainingError(
+                f"{shown(self.ckpt_root)} holds checkpoints of an earlier run (newest: {found[-1][1].name}): pass "
+                "--resume to continue it, or move that folder away to start afresh"
+            )
+        self._started = True
+        return 0
+
     def resume(self) -> int:
-        """Load the newest complete checkpoint, if any; returns the step to continue from."""
+        """Load the newest complete checkpoint, if any; returns the step to continue from.
+
+        The checkpoint is checked whole before anything is loaded (see invgen/train/checkpoint.py); one that
+        is damaged, altered, of another model or in the old pickle format is refused with one sentence.
+        """
+        if self._started:
+            return self.step
+        check_output_dir(self.output_dir)
         if self.ckpt_root.is_dir() and self.is_main:
             for p in self.ckpt_root.glob(".checkpoint-*.tmp"):
-                shutil.rmtree(p, ignore_errors=True)  # left by a run killed mid-write
+                if p.is_dir() and (is_our_partial(p) or is_ours(p)):  # left by a run killed mid-write
+                    shutil.rmtree(p, ignore_errors=True)
         self.accelerator.wait_for_everyone()
+        self._started = True
         found = list_checkpoints(self.ckpt_root)
         if not found:
             return 0
-        step, path = found[-1]
-        self.accelerator.load_state(str(path))
-        state = json.loads((path / "trainer_state.json").read_text())
-        self.step, self.losses = int(state["step"]), list(state["losses"])
+        _, path = found[-1]
+        parts = self._checkpoint_parts()
+        checkpoint = Checkpoint(path, *parts)
+        checkpoint.apply(*parts)
+        self.step, self.losses = checkpoint.step, checkpoint.losses
+        # accelerate counts micro-batches to know when gradients are accumulated: as if it had run them.
+        self.accelerator.step = self.step * self.cfg.gradient_accumulation_steps
         self.accelerator.print(f"{self.desc}: resumed from {path} (step {self.step})")
         return self.step
 
@@ -230,6 +326,7 @@ class Trainer:
         on_step: Callable[[int, float], None] | None = None,
     ) -> list[float]:
         cfg = self.cfg
+        self.start(resume=False)
         self.model.train()
         bar = tqdm(
             total=cfg.steps,
@@ -240,47 +337,50 @@ class Trainer:
         )
         log_path = self.output_dir / "train_log.jsonl"
         if self.is_main:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
+            with reporting_write_errors(self.output_dir):
+                self.output_dir.mkdir(parents=True, exist_ok=True)
             _truncate_log(log_path, self.step)
         t0 = time.time()
-        while self.step < cfg.steps:
-            total = 0.0
-            for micro in range(cfg.gradient_accumulation_steps):
-                with self.accelerator.accumulate(self.model):
-                    gen = step_generator(cfg.seed, self.step, micro)
-                    loss = compute_loss(self.model, self.step, micro, gen)
-                    if not self._all_finite(loss):
-                        found = list_checkpoints(self.ckpt_root)
-                        last = f"; the last good checkpoint is {found[-1][1]}" if found else ""
-                        value = loss.item() if loss.numel() == 1 and not torch.isfinite(loss) else "nan or inf"
-                        bar.close()  # so that the error is the last line printed
-                        raise InvgenTrainingError(
-                            f"{self.desc}: the loss became {value} at step {self.step}{last} "
-                            "(try a lower learning_rate or mixed_precision=no)"
-                        )
-                    self.accelerator.backward(loss)
-                    if self.accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                        self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
-                    self.optimizer.step()
-                    self.optimizer.zero_grad(set_to_none=True)
-                total += loss.detach().float().item() / cfg.gradient_accumulation_steps
-            self.lr_scheduler.step()
-            # The logged loss is the mean over processes, the figure one process would see.
-            mean = self.accelerator.reduce(torch.tensor([total], device=self.device), "mean").item()
-            self.losses.append(mean)
-            self.step += 1
-            bar.update(1)
-            if self.step % cfg.log_every == 0 or self.step == cfg.steps:
-                recent = self.losses[-cfg.log_every :]
-                avg = sum(recent) / len(recent)
-                bar.set_postfix(loss=f"{avg:.4f}", lr=f"{self.lr_scheduler.get_last_lr()[0]:.2e}")
-                if self.is_main:
-                    with open(log_path, "a") as f:
-                        f.write(json.dumps({"step": self.step, "loss": avg, "time": time.time() - t0}) + "\n")
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
-                self.save_checkpoint()
-            if on_step is not None:
-                on_step(self.step, mean)
-        bar.close()
+        try:
+            while self.step < cfg.steps:
+                total = 0.0
+                for micro in range(cfg.gradient_accumulation_steps):
+                    with self.accelerator.accumulate(self.model):
+                        set_seed(_global_seed(cfg.seed, self.step, micro))
+                        gen = step_generator(cfg.seed, self.step, micro)
+                        loss = compute_loss(self.model, self.step, micro, gen)
+                        if not self._all_finite(loss):
+                            found = list_checkpoints(self.ckpt_root)
+                            last = f"; the last good checkpoint is {found[-1][1]}" if found else ""
+                            value = loss.item() if loss.numel() == 1 and not torch.isfinite(loss) else "nan or inf"
+                            raise InvgenTrainingError(
+                                f"{self.desc}: the loss became {value} at step {self.step}{last} "
+                                "(try a lower learning_rate or mixed_precision=no)"
+                            )
+                        self.accelerator.backward(loss)
+                        if self.accelerator.sync_gradients and cfg.max_grad_norm > 0:
+                            self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                        self.optimizer.step()
+                        self.optimizer.zero_grad(set_to_none=True)
+                    total += loss.detach().float().item() / cfg.gradient_accumulation_steps
+                self.lr_scheduler.step()
+                # The logged loss is the mean over processes, the figure one process would see.
+                mean = self.accelerator.reduce(torch.tensor([total], device=self.device), "mean").item()
+                self.losses.append(mean)
+                self.step += 1
+                bar.update(1)
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    recent = self.losses[-cfg.log_every :]
+                    avg = sum(recent) / len(recent)
+                    bar.set_postfix(loss=f"{avg:.4f}", lr=f"{self.lr_scheduler.get_last_lr()[0]:.2e}")
+                    if self.is_main:
+                        with reporting_write_errors(log_path), open(log_path, "a") as f:
+                            f.write(json.dumps({"step": self.step, "loss": avg, "time": time.time() - t0}) + "\n")
+                if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                    self.save_checkpoint()
+                if on_step is not None:
+                    on_step(self.step, mean)
+        finally:
+            bar.close()  # before an error propagates, so that its message is the last line printed
         self.model.eval()
         return self.losses

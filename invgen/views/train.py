@@ -47,6 +47,8 @@ class SSLConfig:
         check(self.temperature > 0, "temperature", "must be positive")
         check(self.quality_temperature > 0, "quality_temperature", "must be positive")
         check(self.proj_dim > 0, "proj_dim", "must be positive")
+        check(0 < self.saliency_threshold < 1, "saliency_threshold",
+              f"must be in (0, 1), got {self.saliency_threshold}")
 
 
 class SSLModel(nn.Module):
@@ -108,9 +110,11 @@ class FrozenFeatures(nn.Module):
         return torch.relu(F.conv2d(x.float(), self.weight, padding=1))
 
 
-def train_ssl(cfg: SSLConfig, images: torch.Tensor, generated: torch.Tensor | None = None) -> SSLModel:
+def train_ssl(cfg: SSLConfig, images: torch.Tensor, generated: torch.Tensor | None = None,
+              resume: bool = False) -> SSLModel:
     """`images`: (N, 3, H, W) in [-1, 1]; `generated`: (N, K, 3, H, W) GenView views (K per image), needed
-    when `cfg.views == "genview"`. Returns the trained model (its `.encoder` is what gets probed)."""
+    when `cfg.views == "genview"`. With `resume`, continue from the newest checkpoint in `cfg.output_dir`
+    (a finished run is then returned as it is). Returns the trained model (its `.encoder` is what gets probed)."""
     from invgen.models.encoders import build_encoder
 
     cfg.validate()
@@ -122,6 +126,7 @@ def train_ssl(cfg: SSLConfig, images: torch.Tensor, generated: torch.Tensor | No
     torch.manual_seed(cfg.train.seed)  # the encoder's initialisation
     model = SSLModel(build_encoder(cfg.encoder), cfg.proj_dim)
     trainer = Trainer(cfg.train, cfg.output_dir, model, desc=f"ssl[{cfg.views},{cfg.loss}]")
+    trainer.start(resume)
     loss_fn = QualityDrivenContrastiveLoss(cfg.temperature, cfg.quality_temperature)
     saliency, frozen = SaliencyForeground(cfg.saliency_threshold), FrozenFeatures()
     n, bs = len(images), cfg.train.batch_size
