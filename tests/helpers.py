@@ -1,6 +1,8 @@
 """Builders shared by several test files (imported as `helpers`; pytest puts tests/ on the path)."""
 
+import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -9,6 +11,12 @@ from invgen.data.imagefolder import ImageRecord, write_imagefolder
 
 RGB = {"red": (235, 45, 45), "green": (45, 215, 60)}  # the "two" palette, read exactly by the oracle
 P3, P5 = "a photo of the digit 3", "a photo of the digit 5"
+
+
+def tree_hash(root: Path) -> dict[str, str]:
+    """Every file and folder under `root` (hidden ones too): relative path -> sha256 of its bytes ("dir")."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(Path(root).rglob("*"))}
 
 
 def write_set(root, spec, size=8):

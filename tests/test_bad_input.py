@@ -183,42 +183,42 @@ def test_adapter_for_another_base_model_is_refused(trained, tmp_path, capsys):
                    "block_out_channels is [8, 16] for the adapter but [8, 8] for this UNet")
 
 
-def test_adapter_weights_of_another_shape_are_refused(trained, tmp_path, capsys):
+def _edited_lora(root, tmp_path, suffix, edit):
+    """A copy of the trained adapter whose LoRA file went through `edit(weights) -> key`; (file, key)."""
     import shutil
 
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    root, _, _ = trained
     bad = tmp_path / "inv"
     shutil.copytree(root / "inv", bad)
     lora = bad / "pytorch_lora_weights.safetensors"
     with safe_open(str(lora), "pt") as f:
         meta, weights = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
-    key = sorted(k for k in weights if k.endswith("to_q.lora_B.weight"))[0]
-    weights[key] = torch.zeros(weights[key].shape[0] + 1, *weights[key].shape[1:])  # rank kept, width not
+    key = sorted(k for k in weights if k.endswith(suffix))[0]
+    edit(weights, key)
     save_file(weights, lora, metadata=meta)
-    msg = sample(capsys, *sample_args(root, tmp_path, root / "base", bad))
+    return lora, key
+
+
+def test_adapter_weights_of_another_shape_are_refused(trained, tmp_path, capsys):
+    def widen(weights, key):  # rank kept, width not
+        weights[key] = torch.zeros(weights[key].shape[0] + 1, *weights[key].shape[1:])
+
+    root, _, _ = trained
+    lora, key = _edited_lora(root, tmp_path, "to_q.lora_B.weight", widen)
+    msg = sample(capsys, *sample_args(root, tmp_path, root / "base", lora.parent))
     assert msg.startswith(f"error: {lora}: the adapter does not fit this UNet: size mismatch for ")
     assert key.removeprefix("unet.") in msg
 
 
 def test_adapter_missing_a_tensor_is_refused(trained, tmp_path, capsys):
-    import shutil
-
-    from safetensors import safe_open
-    from safetensors.torch import save_file
+    def drop(weights, key):  # peft would have filled it with its random init
+        del weights[key]
 
     root, _, _ = trained
-    bad = tmp_path / "inv"
-    shutil.copytree(root / "inv", bad)
-    lora = bad / "pytorch_lora_weights.safetensors"
-    with safe_open(str(lora), "pt") as f:
-        meta, weights = f.metadata(), {k: f.get_tensor(k) for k in f.keys()}
-    key = sorted(k for k in weights if k.endswith("lora_A.weight"))[0]
-    del weights[key]  # peft would have filled it with its random init
-    save_file(weights, lora, metadata=meta)
-    msg = sample(capsys, *sample_args(root, tmp_path, root / "base", bad))
+    lora, key = _edited_lora(root, tmp_path, "lora_A.weight", drop)
+    msg = sample(capsys, *sample_args(root, tmp_path, root / "base", lora.parent))
     assert msg == f"error: {lora}: {key} is missing (each LoRA layer needs its lora_A and lora_B)"
 
 

@@ -7,15 +7,14 @@ with one sentence naming the field or option; none gives a traceback or a non-fi
 """
 
 import dataclasses
-import hashlib
 import json
 import math
 import typing
-from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from helpers import tree_hash
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -154,14 +153,6 @@ def tiny_run(tmp_path_factory):
     return root
 
 
-def folder_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
-
 
 def option_text(value) -> str:
     return repr(value) if isinstance(value, float) else str(value)
@@ -193,7 +184,7 @@ def test_sample_numeric_options_run_or_are_refused(tiny_run, tmp_path_factory, c
     option, value = change
     options = {**BASELINE, option: value}
     out = tmp_path_factory.mktemp("s") / "set"
-    before = folder_hash(tiny_run)
+    before = tree_hash(tiny_run)
     args = ["sample", "--pipeline", str(tiny_run / "pipe"), "--guidance", str(tiny_run / "adapter"),
             "--prompts", str(tiny_run / "prompts.txt"), "--out", str(out)]
     for name, v in options.items():
@@ -201,7 +192,7 @@ def test_sample_numeric_options_run_or_are_refused(tiny_run, tmp_path_factory, c
     rc = cli_main(args)
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert folder_hash(tiny_run) == before  # the pipeline, adapter and prompts are never touched
+    assert tree_hash(tiny_run) == before  # the pipeline, adapter and prompts are never touched
     if rc == 2:
         errors = [line for line in err.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0], err

@@ -5,27 +5,16 @@ traceback, and leaves every user file as it was (checked by a hash of the folder
 counts images without color as unreadable instead of calling them red.
 """
 
-import hashlib
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import P3, P5, write_set
+from helpers import P3, P5, tree_hash, write_set
 
 from invgen.cli import main as cli_main
 from invgen.errors import InvgenDataError
 from invgen.train.__main__ import main as train_main
-
-
-def folder_hash(root: Path) -> str:
-    h = hashlib.sha256()
-    for p in sorted(root.rglob("*")):
-        h.update(str(p.relative_to(root)).encode())
-        if p.is_file():
-            h.update(p.read_bytes())
-    return h.hexdigest()
 
 
 def error_line(capsys) -> str:
@@ -40,10 +29,10 @@ def error_line(capsys) -> str:
 
 def refused(capsys, tmp_path, run, *args) -> str:
     """Run `run(args)`, check exit 2, one line and an unchanged tmp_path; return the error line."""
-    before = folder_hash(tmp_path)
+    before = tree_hash(tmp_path)
     assert run(list(args)) == 2
     line = error_line(capsys)
-    assert folder_hash(tmp_path) == before, "a refused command changed the user's files"
+    assert tree_hash(tmp_path) == before, "a refused command changed the user's files"
     return line
 
 
@@ -133,12 +122,12 @@ def test_json_writers_refuse_nan_and_leave_the_old_file(tmp_path):
     assert json.loads(out.read_text()) == {"a": 1}
 
     write_set(tmp_path / "set", {P3: ["red"]})
-    before = folder_hash(tmp_path / "set")
+    before = tree_hash(tmp_path / "set")
     with pytest.raises(InvgenDataError) as e:
         write_metadata(tmp_path / "set", [ImageRecord("000.png", P3, extra={"scale": float("inf")})])
     assert str(e.value) == (f"{tmp_path / 'set' / 'metadata.jsonl'}:1: scale is not a finite number, "
                             "and JSON cannot hold NaN or infinity")
-    assert folder_hash(tmp_path / "set") == before and len(read_metadata(tmp_path / "set")) == 1
+    assert tree_hash(tmp_path / "set") == before and len(read_metadata(tmp_path / "set")) == 1
 
 
 # ------------------------------------------------------------------------------------------ the color oracle

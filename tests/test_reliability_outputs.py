@@ -4,7 +4,6 @@ leave alone are hashed, whole, before and after.
 """
 
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import P3, P5, write_set
+from helpers import P3, P5, tree_hash, write_set
 
 from invgen.cli import main
 from invgen.data.imagefolder import ImageRecord, read_imagefolder, write_imagefolder
@@ -24,11 +23,6 @@ from invgen.sampling import LOCK, MANIFEST
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-def tree_hash(root: Path) -> dict[str, str]:
-    """Every file under `root` (hidden ones too) with the sha256 of its bytes."""
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def error_line(stderr: str) -> str:

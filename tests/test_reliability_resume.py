@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import P3, P5, write_set
+from helpers import P3, P5, tree_hash, write_set
 from safetensors.torch import load_file, save_file
 
 from invgen.train import loop
@@ -31,11 +31,6 @@ def args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["base", "--config", "configs/digits/base.yaml", f"output_dir={out}", f"data.root={data}",
             "data.builder=null", *TINY, *TRAIN, *extra]
 
-
-def tree(folder: Path) -> dict[str, str]:
-    """Every file and folder under `folder`: relative path -> SHA-256 (folders: "dir")."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
-            for p in sorted(folder.rglob("*"))}
 
 
 def fails(capsys, argv: list[str]) -> str:
@@ -91,12 +86,12 @@ def test_a_planted_pickle_does_not_run_and_the_checkpoint_is_refused(run, tmp_pa
             return open, (str(marker), "w")  # unpickling this creates the marker file
 
     (out / "checkpoints/checkpoint-2/custom_checkpoint_0.pkl").write_bytes(pickle.dumps(Payload()))
-    before = tree(out)
+    before = tree_hash(out)
     msg = fails(capsys, [*args(data, out, "train.steps=3"), "--resume"])
     assert msg == (f"error: checkpoint {out}/checkpoints/checkpoint-2 holds custom_checkpoint_0.pkl, a file invgen "
                    "did not write there, and is not loaded (a planted file could run code); remove that file to "
                    "resume")
-    assert not marker.exists() and tree(out) == before
+    assert not marker.exists() and tree_hash(out) == before
 
 
 def test_an_accelerate_pickle_checkpoint_is_refused_unread(run, tmp_path, capsys):
@@ -114,20 +109,20 @@ def test_an_accelerate_pickle_checkpoint_is_refused_unread(run, tmp_path, capsys
     for name in ("optimizer.bin", "random_states_0.pkl", "custom_checkpoint_0.pkl"):
         (old / name).write_bytes(pickle.dumps(Payload()))
     (old / "trainer_state.json").write_text(json.dumps({"step": 2, "losses": [1.0, 0.9]}))
-    before = tree(out)
+    before = tree_hash(out)
     msg = fails(capsys, [*args(data, out, "train.steps=3"), "--resume"])
     assert msg == (f"error: checkpoint {old} is not in invgen's pickle-free format and is not loaded (its files "
                    "could run code); move the checkpoints folder away to start afresh")
-    assert not marker.exists() and tree(out) == before
+    assert not marker.exists() and tree_hash(out) == before
 
 
 def test_a_fresh_run_refuses_a_folder_with_another_runs_checkpoints(run, capsys):
     data, out = run
-    before = tree(out)
+    before = tree_hash(out)
     msg = fails(capsys, args(data, out, "train.learning_rate=0.01"))
     assert msg == (f"error: {out}/checkpoints holds checkpoints of an earlier run (newest: checkpoint-2): pass "
                    "--resume to continue it, or move that folder away to start afresh")
-    assert tree(out) == before  # train_config.yaml and the log included
+    assert tree_hash(out) == before  # train_config.yaml and the log included
 
 
 @pytest.mark.parametrize("damage", ["truncated", "truncated, manifest updated too"])
@@ -143,10 +138,10 @@ def test_a_damaged_optimizer_state_is_refused_then_the_one_before_resumes(run, c
         state["files"]["optimizer.safetensors"] = {"bytes": 1000, "sha256": digest}
         (ckpt / "trainer_state.json").write_text(json.dumps(state))
         reason = "optimizer.safetensors is unreadable: SafetensorError"
-    before = tree(out)
+    before = tree_hash(out)
     msg = fails(capsys, [*args(data, out, "train.steps=3"), "--resume"])
     assert msg == f"error: checkpoint {ckpt} is damaged ({reason}); remove it to resume from the one before"
-    assert tree(out) == before
+    assert tree_hash(out) == before
 
     # As the message says: without it, the run resumes from checkpoint-1, reading nothing through pickle.
     shutil.rmtree(ckpt)
@@ -165,12 +160,12 @@ def test_a_damaged_optimizer_state_is_refused_then_the_one_before_resumes(run, c
 
 def test_a_checkpoint_of_another_model_is_refused_before_the_config_is_rewritten(run, capsys):
     data, out = run
-    before = tree(out)
+    before = tree_hash(out)
     msg = fails(capsys, [*args(data, out, "model.block_out_channels=[8,8]"), "--resume"])
     assert msg == (f"error: checkpoint {out}/checkpoints/checkpoint-2 was written for another model (2 weights "
                    "differ, e.g. 'down_blocks.1.resnets.0.conv_shortcut.bias': only in the checkpoint); resume with "
                    f"the config it was trained with ({out}/train_config.yaml) or use another output_dir")
-    assert tree(out) == before
+    assert tree_hash(out) == before
 
     # Same names, another shape (the manifest updated to match): the weight is named with both shapes.
     ckpt = out / "checkpoints/checkpoint-2"
@@ -181,10 +176,10 @@ def test_a_checkpoint_of_another_model_is_refused_before_the_config_is_rewritten
     blob = (ckpt / "model.safetensors").read_bytes()
     state["files"]["model.safetensors"] = {"bytes": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
     (ckpt / "trainer_state.json").write_text(json.dumps(state))
-    before = tree(out)
+    before = tree_hash(out)
     msg = fails(capsys, [*args(data, out), "--resume"])
     assert "'conv_in.bias' is (9,) torch.float32 in the checkpoint, (8,) torch.float32 here" in msg
-    assert tree(out) == before
+    assert tree_hash(out) == before
 
 
 @pytest.mark.parametrize(

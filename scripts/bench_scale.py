@@ -1,0 +1,462 @@
+"""InvDiff at Stable Diffusion 1.5's true size (random weights) against a plain diffusers LoRA fine-tuning step.
+
+    .venv/bin/python scripts/bench_scale.py --quick                  # CPU, 256 px: writes benchmarks/scale.json
+    python scripts/bench_scale.py --resolution 512 --device cuda --dtype bf16 --out runs/scale_gpu.json
+
+The UNet, the CLIP ViT-L/14 text encoder and the VAE are built from SD 1.5's published configs
+(scripts/count_family_params.py) with random weights: the architecture, not the weights, sets the cost. Both
+arms train a LoRA of the sd15 CelebA recipe's rank on the sd family's default targets (invgen/invdiff/adapter.py):
+
+- `invdiff_step_s`: one InvDiff step through invgen's own path: `InvariantGuidance.for_denoiser` +
+  `training_module`, balanced sampling over group weights, `DenoisingObjective.per_sample_loss`,
+  `group_robust_loss`, gradient clipping, AdamW;
+- `lora_step_s`: one step as diffusers' text-to-image LoRA example takes it: `unet.add_adapter(LoraConfig)` on
+  the same modules, MSE on ε, gradient clipping, AdamW.
+  Both read the same cached latents and prompt states (the example re-encodes them every step; not counted).
+- `peak_rss_gb_*`: each arm in its own process (`ru_maxrss`), with and without gradient checkpointing;
+- `groups_images_per_s`: invgen's per-sample losses (invgen/invdiff/grouper.py) against a plain no-grad UNet
+  forward over the same images (`forward_images_per_s`);
+- `sampling_overhead_fused` / `_unfused`: UNet calls (classifier-free guidance batch) with an adapter attached by
+  `InvariantGuidance.attach(fuse=True / False)`, over the same calls without it.
+
+Arms alternate (A B B A ...) within one process and the medians are compared, so the load of the machine
+cancels in the ratios; absolute seconds depend on it. Ratios are the figures to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from count_family_params import CLIP_L, SD15_UNET, VAE_4, recipe  # noqa: E402
+
+# SD 1.5's scheduler config (scheduler/scheduler_config.json): the training noise of both arms.
+SD15_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                      prediction_type="epsilon")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+NUM_GROUPS = 8  # the sd15 CelebA recipe's groups.num_groups
+POOL = 64  # samples the InvDiff arm draws its batches from (balanced sampling over their group weights)
+TARGETS = {"step_ratio": ("<=", 1.10), "mem_ratio": ("<=", 1.05), "groups_ratio": (">=", 0.90),
+           "sampling_overhead_fused": ("<=", 1.02)}
+
+
+# ------------------------------------------------------------------------------------------------ models
+def build_unet(device: str, dtype: torch.dtype, seed: int = 0):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(**SD15_UNET).to(device, dtype)
+    unet.requires_grad_(False)
+    return unet
+
+
+def scheduler():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(**SD15_SCHEDULER)
+
+
+def encode_inputs(n: int, resolution: int, device: str, dtype: torch.dtype) -> dict[str, Any]:
+    """Latents of `n` random images through the SD VAE and prompt states through CLIP ViT-L/14, as invgen caches
+    them before training (random weights: the values are noise, the shapes and costs are real)."""
+    from diffusers import AutoencoderKL
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(**VAE_4).to(device, dtype).eval()
+    text = CLIPTextModel(CLIPTextConfig(**CLIP_L)).to(device, dtype).eval()
+    images = torch.rand(n, 3, resolution, resolution, device=device, dtype=dtype) * 2 - 1
+    ids = torch.randint(0, CLIP_L["vocab_size"], (n, CLIP_L["max_position_embeddings"]), device=device)
+    with torch.no_grad():
+        t0 = _now(device)
+        latents = vae.encode(images).latent_dist.sample() * 0.18215  # SD 1.5's scaling_factor
+        t1 = _now(device)
+        states = text(ids).last_hidden_state
+        t2 = _now(device)
+    sizes = {"text_encoder_parameters": _count(text), "vae_parameters": _count(vae)}
+    return {"latents": latents.float().cpu(), "states": states.float().cpu(), **sizes,
+            "vae_encode_s_per_image": (t1 - t0) / n, "text_encode_s_per_prompt": (t2 - t1) / n}
+
+
+def _count(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def _now(device: str) -> float:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def _pool(tensor: torch.Tensor, n: int) -> torch.Tensor:
+    """`n` rows made from the encoded ones (tiled, with a little noise so no two rows are equal)."""
+    reps = -(-n // len(tensor))
+    tiled = tensor.repeat(reps, *([1] * (tensor.ndim - 1)))[:n]
+    return tiled + 0.01 * torch.randn(tiled.shape, generator=torch.Generator().manual_seed(1))
+
+
+# ------------------------------------------------------------------------------------------------ the two arms
+class InvDiffArm:
+    """One InvDiff min step as invgen/invdiff/train.py takes it (without accelerate's wrapper)."""
+
+    name = "invdiff"
+
+    def __init__(self, unet, inputs: dict[str, Any], rank: int, alpha: float, device: str, checkpointing: bool):
+        from invgen.invdiff.adapter import AdapterConfig
+        from invgen.invdiff.guidance import InvariantGuidance
+        from invgen.train.diffusion import DenoisingObjective
+
+        if checkpointing:
+            unet.enable_gradient_checkpointing()
+        self.guidance = InvariantGuidance.for_denoiser(unet, AdapterConfig(rank=rank, alpha=alpha))
+        self.model, self.params = self.guidance.training_module(unet)
+        for p in self.params:
+            p.data = p.data.float()  # trainable LoRA tensors in fp32 under a low-precision base, as accelerate does
+        self.optimizer = torch.optim.AdamW(self.params, lr=1e-4)
+        self.objective = DenoisingObjective("sd", scheduler())
+        self.x0 = _pool(inputs["latents"], POOL)
+        self.states = _pool(inputs["states"], POOL)
+        gen = torch.Generator().manual_seed(2)
+        self.weights = torch.softmax(torch.randn(POOL, NUM_GROUPS, generator=gen) * 3, dim=1)
+        probs = (self.weights / self.weights.sum(0, keepdim=True)).sum(1)
+        self.probs = probs / probs.sum()
+        self.gen = torch.Generator().manual_seed(0)
+        self.device = device
+
+    def step(self, batch: int) -> float:
+        from invgen.invdiff.objective import group_robust_loss
+        from invgen.train.conditioning import PROMPT_EMBEDS
+        from invgen.train.diffusion import draw_noise
+
+        idx = torch.multinomial(self.probs, batch, replacement=True, generator=self.gen)
+        x0 = self.x0[idx].to(self.device)
+        levels = self.objective.draw_levels(batch, self.gen, tuple(x0.shape))
+        noise = draw_noise(x0.shape, self.gen)
+        cond = {PROMPT_EMBEDS: self.states[idx].to(self.device)}
+        with _autocast(self.device, self.model.dtype):
+            losses = self.objective.per_sample_loss(self.model, x0, cond, levels, noise)
+            loss = group_robust_loss(losses, self.weights[idx].to(self.device), lam=1.0)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+
+class LoraArm:
+    """One step of diffusers' examples/text_to_image/train_text_to_image_lora.py on cached latents and states."""
+
+    name = "lora"
+
+    def __init__(self, unet, inputs: dict[str, Any], rank: int, alpha: float, device: str, checkpointing: bool,
+                 targets: list[str]):
+        from peft import LoraConfig
+
+        self.unet = unet
+        unet.add_adapter(LoraConfig(r=rank, lora_alpha=alpha, init_lora_weights="gaussian", target_modules=targets))
+        if checkpointing:
+            unet.enable_gradient_checkpointing()
+        self.params = [p for p in unet.parameters() if p.requires_grad]
+        for p in self.params:
+            p.data = p.data.float()  # the example's cast_training_params(unet, dtype=torch.float32)
+        self.optimizer = torch.optim.AdamW(self.params, lr=1e-4)
+        self.scheduler = scheduler()
+        self.x0 = _pool(inputs["latents"], POOL)
+        self.states = _pool(inputs["states"], POOL)
+        self.gen = torch.Generator().manual_seed(0)
+        self.device = device
+
+    def step(self, batch: int) -> float:
+        idx = torch.randint(0, POOL, (batch,), generator=self.gen)
+        latents = self.x0[idx].to(self.device)
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (batch,), device=self.device).long()
+        noisy = self.scheduler.add_noise(latents, noise, t)
+        with _autocast(self.device, self.unet.dtype):
+            pred = self.unet(noisy, t, self.states[idx].to(self.device), return_dict=False)[0]
+            loss = F.mse_loss(pred.float(), noise.float(), reduction="mean")
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(loss.detach())
+
+
+def _autocast(device: str, dtype: torch.dtype):
+    kind = "cuda" if device.startswith("cuda") else "cpu"
+    return torch.autocast(kind, dtype=dtype, enabled=dtype != torch.float32)
+
+
+def make_arm(name: str, unet, inputs: dict[str, Any], plan: dict[str, Any], device: str, checkpointing: bool):
+    if name == "invdiff":
+        return InvDiffArm(unet, inputs, plan["rank"], plan["alpha"], device, checkpointing)
+    return LoraArm(unet, inputs, plan["rank"], plan["alpha"], device, checkpointing, plan["targets"])
+
+
+# ------------------------------------------------------------------------------------------------ measuring
+def alternate(arms: dict[str, Callable[[], Any]], repeats: int, device: str) -> dict[str, float]:
+    """Median seconds of each call, the calls alternating A B B A A B ... so drifts in load cancel."""
+    times: dict[str, list[float]] = {name: [] for name in arms}
+    names = list(arms)
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            t0 = _now(device)
+            arms[name]()
+            times[name].append(_now(device) - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+
+
+def memory_arm(args: argparse.Namespace) -> None:
+    """(Subprocess) Build the UNet, take `--memory-steps` steps of one arm and print its peak memory as JSON."""
+    device, dtype = args.device, DTYPES[args.dtype]
+    inputs = torch.load(args.inputs)
+    unet = build_unet(device, dtype)
+    built = peak_rss_gb()
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    arm = make_arm(args.memory_arm, unet, inputs, json.loads(args.plan), device, bool(args.checkpointing))
+    for _ in range(args.memory_steps):
+        arm.step(args.batch)
+    report = {"peak_rss_gb": peak_rss_gb(), "rss_after_build_gb": built}
+    if device.startswith("cuda"):
+        report["peak_gpu_gb"] = torch.cuda.max_memory_allocated() / 2**30
+    print(json.dumps(report))
+
+
+def measure_memory(args: argparse.Namespace, inputs_path: str, plan: dict[str, Any], batch: int,
+                   steps: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for checkpointing in (False, True):
+        mode = "checkpointing" if checkpointing else "no_checkpointing"
+        for arm in ("lora", "invdiff"):
+            cmd = [sys.executable, __file__, "--memory-arm", arm, "--inputs", inputs_path, "--plan", json.dumps(plan),
+                   "--batch", str(batch), "--checkpointing", str(int(checkpointing)), "--memory-steps", str(steps),
+                   "--device", args.device, "--dtype", args.dtype]
+            done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise SystemExit(f"memory run {arm}/{mode} failed:\n{done.stderr[-2000:]}")
+            out.setdefault(mode, {})[arm] = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"  memory {mode:16s} {arm:8s} {out[mode][arm]}", flush=True)
+    return out
+
+
+def groups_throughput(unet, inputs: dict[str, Any], n: int, batch: int, repeats: int, device: str) -> dict[str, float]:
+    """invgen's per-sample losses (one timestep, one noise draw) against a plain no-grad forward of the same images."""
+    from invgen.invdiff.grouper import per_sample_losses
+    from invgen.train.diffusion import DenoisingObjective
+
+    objective = DenoisingObjective("sd", scheduler())
+    x0, states = _pool(inputs["latents"], n), _pool(inputs["states"], n)
+    dtype = unet.dtype
+
+    def groups():
+        per_sample_losses(unet, objective, x0.to(dtype), states.to(dtype), [500], 1, batch_size=batch, device=device,
+                          progress=False)
+
+    @torch.no_grad()
+    def forward():
+        for s in range(0, n, batch):
+            x = x0[s:s + batch].to(device, dtype)
+            t = torch.full((len(x),), 500, device=device, dtype=torch.long)
+            unet(objective.scheduler.add_noise(x, torch.randn_like(x), t), t,
+                 encoder_hidden_states=states[s:s + batch].to(device, dtype))
+
+    seconds = alternate({"groups": groups, "forward": forward}, repeats, device)
+    return {"groups_images_per_s": n / seconds["groups"], "forward_images_per_s": n / seconds["forward"]}
+
+
+def sampling_overhead(unet, inputs: dict[str, Any], plan: dict[str, Any], calls: int, repeats: int,
+                      device: str) -> dict[str, float]:
+    """UNet calls as a sampler makes them (one image, classifier-free guidance batch of 2) with no adapter, with a
+    trained-looking adapter folded (`attach(fuse=True)`) and kept live (`fuse=False`)."""
+    from invgen.invdiff.adapter import AdapterConfig
+    from invgen.invdiff.guidance import InvariantGuidance
+
+    guidance = InvariantGuidance.for_denoiser(unet, AdapterConfig(rank=plan["rank"], alpha=plan["alpha"]))
+    model, params = guidance.training_module(unet)
+    with torch.no_grad():
+        for p in params:  # B starts at zero; a trained adapter's is not (the fold then changes the weights)
+            p.normal_(0, 0.01)
+    guidance.collect(model, release=True)
+    x = inputs["latents"][:1].repeat(2, 1, 1, 1).to(device, unet.dtype)
+    states = torch.cat([torch.zeros_like(inputs["states"][:1]), inputs["states"][:1]]).to(device, unet.dtype)
+
+    @torch.no_grad()
+    def run():
+        for k in range(calls):
+            t = torch.full((2,), 999 - 40 * k, device=device, dtype=torch.long)
+            unet(x, t, encoder_hidden_states=states)
+
+    def with_adapter(fuse: bool):
+        def call():
+            guidance.attach(unet, scale=1.0, fuse=fuse)
+            t0 = _now(device)
+            run()
+            elapsed = _now(device) - t0
+            guidance.detach(unet)
+            return elapsed
+        return call
+
+    # attach/detach are outside the timed region: time the calls inside each arm rather than the whole arm.
+    times: dict[str, list[float]] = {"base": [], "fused": [], "unfused": []}
+    arms: dict[str, Callable[[], float]] = {"base": lambda: _timed(run, device), "fused": with_adapter(True),
+                                            "unfused": with_adapter(False)}
+    order = list(arms)
+    for r in range(repeats):
+        for name in order if r % 2 == 0 else order[::-1]:
+            times[name].append(arms[name]())
+    base = statistics.median(times["base"])
+    return {"sampling_unet_call_s": base / calls,
+            "sampling_overhead_fused": statistics.median(times["fused"]) / base,
+            "sampling_overhead_unfused": statistics.median(times["unfused"]) / base}
+
+
+def _timed(fn: Callable[[], Any], device: str) -> float:
+    t0 = _now(device)
+    fn()
+    return _now(device) - t0
+
+
+# ------------------------------------------------------------------------------------------------ main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats, memory at batch 1 (CPU: ~15 min)")
+    parser.add_argument("--out", default="benchmarks/scale.json")
+    parser.add_argument("--resolution", type=int, default=256, help="pixels; the VAE downsamples 8x")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 4])
+    # internal: one arm's memory, in its own process
+    parser.add_argument("--memory-arm", choices=["invdiff", "lora"], help=argparse.SUPPRESS)
+    parser.add_argument("--inputs", help=argparse.SUPPRESS)
+    parser.add_argument("--plan", help=argparse.SUPPRESS)
+    parser.add_argument("--batch", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--checkpointing", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-steps", type=int, default=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    if args.memory_arm:
+        memory_arm(args)
+        return
+
+    from invgen.atomic import write_json
+    from invgen.invdiff.adapter import DEFAULT_LORA_TARGETS
+
+    start = time.perf_counter()
+    device, dtype = args.device, DTYPES[args.dtype]
+    if args.resolution % 64:
+        raise SystemExit("--resolution must be a multiple of 64 (the UNet downsamples the 1/8 latents 8x)")
+    sd15 = recipe("sd")
+    alpha = _recipe_alpha(sd15["path"])
+    plan = {"rank": sd15["rank"], "alpha": alpha, "targets": sd15["target_modules"] or DEFAULT_LORA_TARGETS["sd"]}
+    batches = sorted(args.batch_sizes)
+    repeats = 2 if args.quick else 6  # per arm and batch size, after one warm-up step each
+    print(f"SD 1.5 at {args.resolution} px on {device} ({args.dtype}); LoRA rank {plan['rank']} on {plan['targets']}",
+          flush=True)
+
+    inputs = encode_inputs(1 if args.quick else max(batches), args.resolution, device, dtype)
+    report: dict[str, Any] = {
+        "note": "SD 1.5's published architecture with random weights; seconds depend on the machine's load, "
+                "ratios are measured within one run with the arms alternating (see scripts/bench_scale.py)",
+        "command": " ".join(["python", *sys.argv]),
+        "device": device if device == "cpu" else torch.cuda.get_device_name(),
+        "platform": platform.platform(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+        "dtype": args.dtype, "resolution": args.resolution, "latent_size": args.resolution // 8,
+        "batch_sizes": batches, "lora_rank": plan["rank"], "lora_alpha": alpha, "target_modules": plan["targets"],
+        "recipe": sd15["path"],
+        **{k: inputs[k] for k in ("text_encoder_parameters", "vae_parameters", "vae_encode_s_per_image",
+                                  "text_encode_s_per_prompt")},
+    }
+
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs_path = str(Path(tmp) / "inputs.pt")
+        torch.save({"latents": inputs["latents"], "states": inputs["states"]}, inputs_path)
+        mem_batch = batches[0] if args.quick else batches[-1]
+        print(f"peak memory, each arm in its own process (batch {mem_batch})", flush=True)
+        memory = measure_memory(args, inputs_path, plan, mem_batch, 1 if args.quick else 2)
+    report["memory_batch_size"] = mem_batch
+    for arm in ("invdiff", "lora"):
+        report[f"peak_rss_gb_{arm}"] = {mode: m[arm]["peak_rss_gb"] for mode, m in memory.items()}
+    report["rss_after_unet_build_gb"] = memory["no_checkpointing"]["lora"]["rss_after_build_gb"]
+    report["mem_ratio_by_mode"] = {mode: m["invdiff"]["peak_rss_gb"] / m["lora"]["peak_rss_gb"]
+                                   for mode, m in memory.items()}
+    report["mem_ratio"] = max(report["mem_ratio_by_mode"].values())
+    if device.startswith("cuda"):
+        for arm in ("invdiff", "lora"):
+            report[f"peak_gpu_gb_{arm}"] = {mode: m[arm]["peak_gpu_gb"] for mode, m in memory.items()}
+
+    unet = build_unet(device, dtype)
+    report["unet_parameters"] = _count(unet)
+    print("groups throughput", flush=True)
+    n_groups = 4 if args.quick else 16
+    report.update(groups_throughput(unet, inputs, n_groups, batches[-1], repeats, device))
+    report["groups_images"] = n_groups
+    report["groups_ratio"] = report["groups_images_per_s"] / report["forward_images_per_s"]
+    print(f"  {report['groups_ratio']:.3f}", flush=True)
+
+    print("sampling overhead", flush=True)
+    report.update(sampling_overhead(unet, inputs, plan, 1 if args.quick else 3, repeats, device))
+    print(f"  fused {report['sampling_overhead_fused']:.3f} unfused {report['sampling_overhead_unfused']:.3f}",
+          flush=True)
+
+    print("training steps (no gradient checkpointing)", flush=True)
+    arms = {"invdiff": make_arm("invdiff", unet, inputs, plan, device, False),
+            "lora": make_arm("lora", build_unet(device, dtype), inputs, plan, device, False)}
+    report["lora_parameters"] = sum(p.numel() for p in arms["invdiff"].params)
+    assert report["lora_parameters"] == sum(p.numel() for p in arms["lora"].params), "the arms train different LoRAs"
+    alternate({name: (lambda a=arm: a.step(batches[0])) for name, arm in arms.items()}, 1, device)  # warm-up
+    report["invdiff_step_s"], report["lora_step_s"], report["step_ratio_by_batch"] = {}, {}, {}
+    for b in batches:
+        seconds = alternate({name: (lambda a=arm, b=b: a.step(b)) for name, arm in arms.items()}, repeats, device)
+        report["invdiff_step_s"][str(b)] = seconds["invdiff"]
+        report["lora_step_s"][str(b)] = seconds["lora"]
+        report["step_ratio_by_batch"][str(b)] = seconds["invdiff"] / seconds["lora"]
+        print(f"  batch {b}: invdiff {seconds['invdiff']:.2f} s, lora {seconds['lora']:.2f} s", flush=True)
+    report["step_ratio"] = max(report["step_ratio_by_batch"].values())
+
+    report["targets"] = {key: {"limit": f"{op} {limit}", "value": report[key],
+                               "met": report[key] <= limit if op == "<=" else report[key] >= limit}
+                         for key, (op, limit) in TARGETS.items()}
+    report["wall_s"] = time.perf_counter() - start
+    write_json(args.out, _rounded(report))
+    print(json.dumps(report["targets"], indent=1))
+    print(f"wrote {args.out} in {report['wall_s'] / 60:.1f} min")
+
+
+def _recipe_alpha(path: str) -> float:
+    import yaml
+
+    return float(yaml.safe_load(Path(path).read_text()).get("adapter", {}).get("alpha", 4.0))
+
+
+def _rounded(value: Any) -> Any:
+    if isinstance(value, float):
+        return round(value, 4)
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Stable Diffusion 1.5's UNet at its published size (random weights) takes one InvDiff step through invgen's own
+code path on the CPU, at 64 px (8x8 latents: the architecture is full size, only the image is small)."""
+
+import sys
+from pathlib import Path
+
+import torch
+from diffusers import DDPMScheduler, UNet2DConditionModel
+
+from invgen.invdiff.adapter import DEFAULT_LORA_TARGETS, AdapterConfig
+from invgen.invdiff.guidance import InvariantGuidance
+from invgen.invdiff.objective import group_robust_loss
+from invgen.train.conditioning import PROMPT_EMBEDS
+from invgen.train.diffusion import DenoisingObjective, draw_noise
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+from count_family_params import SD15_UNET  # noqa: E402
+
+SD15_UNET_PARAMETERS = 859_520_964  # stable-diffusion-v1-5's unet/diffusion_pytorch_model.safetensors
+# Rank 8 (configs/sd15/invdiff_celeba.yaml) on the sd defaults: 204 layers, 499,136 parameters per unit of rank
+# (benchmarks/family_params.json, counted by peft's matching rule on the meta model).
+SD15_LORA_R8_PARAMETERS = 3_993_088
+
+
+def test_sd15_unet_at_true_size_takes_one_invdiff_step():
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(**SD15_UNET)
+    unet.requires_grad_(False)
+    assert sum(p.numel() for p in unet.parameters()) == SD15_UNET_PARAMETERS
+    untouched = unet.conv_in.weight.clone()
+    to_q = unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q
+    wrapped_before = to_q.weight.clone()
+
+    guidance = InvariantGuidance.for_denoiser(unet, AdapterConfig(rank=8, alpha=8.0))
+    assert guidance.adapter.target_modules == DEFAULT_LORA_TARGETS["sd"]
+    model, params = guidance.training_module(unet)
+    assert sum(p.numel() for p in params) == SD15_LORA_R8_PARAMETERS
+    b_weights = [p for n, p in model.named_parameters() if ".lora_B." in n]
+    assert b_weights and all(not p.any() for p in b_weights)  # Δ = 0 before training
+
+    objective = DenoisingObjective("sd", DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085,
+                                                       beta_end=0.012))
+    optimizer = torch.optim.AdamW(params, lr=1e-4)
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.randn(2, 4, 8, 8, generator=gen)
+    states = torch.randn(2, 77, 768, generator=gen)
+    weights = torch.tensor([[0.9, 0.1] + [0.0] * 6, [0.2, 0.8] + [0.0] * 6])  # 8 soft groups, as the recipe
+    levels = objective.draw_levels(2, gen, tuple(x0.shape))
+    losses = objective.per_sample_loss(model, x0, {PROMPT_EMBEDS: states}, levels, draw_noise(x0.shape, gen))
+    loss = group_robust_loss(losses, weights, lam=1.0)
+    loss.backward()
+    optimizer.step()
+
+    assert losses.shape == (2,) and torch.isfinite(loss)
+    assert sum(bool(p.any()) for p in b_weights) > len(b_weights) // 2  # the step moved the adapter
+    guidance.collect(model, release=True)
+    assert len(guidance.lora_weights) == 2 * 204
+    assert sum(v.numel() for v in guidance.lora_weights.values()) == SD15_LORA_R8_PARAMETERS
+    # The base is frozen and given back as it was: plain layers, weights bit for bit.
+    assert not any("lora_" in n for n, _ in unet.named_parameters())
+    assert sum(p.numel() for p in unet.parameters()) == SD15_UNET_PARAMETERS
+    assert torch.equal(unet.conv_in.weight, untouched)
+    assert torch.equal(unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q.weight, wrapped_before)
