@@ -1,9 +1,12 @@
 """Stable Diffusion 1.5's UNet at its published size (random weights) takes one InvDiff step through invgen's own
 code path on the CPU, at 64 px (8x8 latents: the architecture is full size, only the image is small)."""
 
+import hashlib
+import json
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from diffusers import DDPMScheduler, UNet2DConditionModel
 
@@ -61,3 +64,67 @@ def test_sd15_unet_at_true_size_takes_one_invdiff_step():
     assert sum(p.numel() for p in unet.parameters()) == SD15_UNET_PARAMETERS
     assert torch.equal(unet.conv_in.weight, untouched)
     assert torch.equal(unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1.to_q.weight, wrapped_before)
+
+
+# ------------------------------------------------------------------------------------------------ latent cache
+def _set_and_vae(tmp_path):
+    from helpers import write_set
+
+    from invgen.data.imagefolder import read_imagefolder
+    from invgen.models.tiny import tiny_vae
+
+    root = write_set(tmp_path / "set", {"a red thing": ["red"] * 5, "a green thing": ["green"] * 4}, size=8)
+    return read_imagefolder(root, load_images=False), tiny_vae(seed=0)
+
+
+def test_latent_cache_is_a_safetensors_file_read_memory_mapped(tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from invgen.train.latents import cached_latents, encode_latents
+
+    image_set, vae = _set_and_vae(tmp_path)
+    want = encode_latents(image_set, vae, 8, "sample", seed=3, batch_size=4, progress=False)
+    first, path, hit = cached_latents(image_set, vae, 8, tmp_path / "cache", "sample", 3, batch_size=2, progress=False)
+    assert not hit and first.shape == (9, 4, 4, 4)
+    assert torch.equal(first, want)  # streamed batch by batch: the same rows as encoding in memory
+    # The file is plain safetensors (what earlier versions wrote and read), with its key and file list.
+    assert torch.equal(load_file(path)["latents"], want)
+    with safe_open(str(path), "pt") as f:
+        assert json.loads(f.metadata()["file_names"]) == [r.file_name for r in image_set.records]
+    second, path2, hit = cached_latents(image_set, vae, 8, tmp_path / "cache", "sample", 3, progress=False)
+    assert hit and path2 == path and torch.equal(second, want)
+    # Mapped, not loaded: rows are read from disk when indexed (Linux lists the mapping in /proc/self/maps).
+    maps = Path("/proc/self/maps")
+    assert not maps.exists() or str(path.resolve()) in maps.read_text()
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    second[0] += 1.0  # copy-on-write: the cache file never changes
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert torch.equal(second[1:], want[1:]) and torch.equal(second[[8, 0]][0], want[8])
+
+
+def test_killed_or_damaged_encode_leaves_no_cache_read_as_complete(tmp_path, monkeypatch):
+    from invgen.train.latents import cached_latents
+
+    image_set, vae = _set_and_vae(tmp_path)
+    cache = tmp_path / "cache"
+    real, calls = vae.encode, []
+
+    def dies_on_the_third_batch(x):
+        calls.append(len(x))
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # what a killed run raises
+        return real(x)
+
+    monkeypatch.setattr(vae, "encode", dies_on_the_third_batch)
+    with pytest.raises(KeyboardInterrupt):
+        cached_latents(image_set, vae, 8, cache, "mean", 0, batch_size=2, progress=False)
+    assert list(cache.iterdir()) == []  # no half-written file, not even a temporary one
+    monkeypatch.undo()
+
+    latents, path, hit = cached_latents(image_set, vae, 8, cache, "mean", 0, batch_size=2, progress=False)
+    assert not hit and latents.shape == (9, 4, 4, 4)
+    whole, want = path.read_bytes(), latents.clone()  # (`latents` maps the file that is damaged below)
+    path.write_bytes(whole[:-16])  # a truncated file (a disk that filled up, a copy cut short)
+    again, _, hit = cached_latents(image_set, vae, 8, cache, "mean", 0, batch_size=2, progress=False)
+    assert not hit and torch.equal(again, want) and path.read_bytes() == whole

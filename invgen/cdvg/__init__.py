@@ -1,4 +1,4 @@
-"""CDvG: contrastive debiasing with generative bias-transformations (DESIGN.md section 5)."""
+"""CDvG: contrastive debiasing with generative bias-transformations (docs/cdvg.md)."""
 
 from invgen.cdvg.transforms import BiasTransform, CachedTransform, DiffusionTranslator
 

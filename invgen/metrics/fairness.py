@@ -1,8 +1,8 @@
 """Fairness of an attribute distribution: InvDiff bias score, fairness discrepancy, KL, entropy, Δ ratio.
 
 Every metric takes counts of K attribute values (one row per prompt, or a single row) and an optional
-target distribution `p*` (uniform by default; e.g. `[0.75, 0.25]`). Formulas are in DESIGN.md section 7
-and docs/metrics.md. The `*_batch` forms work on any array whose last axis holds the K counts, which is
+target distribution `p*` (uniform by default; e.g. `[0.75, 0.25]`). Formulas are in
+docs/metrics.md. The `*_batch` forms work on any array whose last axis holds the K counts, which is
 what keeps the bootstrap a handful of numpy calls instead of a Python loop over resamples.
 
 A row of counts that sums to zero (a prompt without images) has no distribution: its metrics are NaN.

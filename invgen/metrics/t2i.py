@@ -5,7 +5,7 @@ Each image is read into a set of words by a pluggable *extractor* (a callable im
 set of object names: a captioner such as BLIP, an object detector, or the oracle of the colored digits),
 and the prompt into its set of subject words by the same token filter. M_G needs a *judge*, a callable
 (image, texts) → probabilities, e.g. CLIP zero-shot between the prompt and a blank text. Formulas are in
-DESIGN.md section 7 and docs/metrics.md, which also says which choices are the paper's and which ours.
+docs/metrics.md, which also says which choices are the paper's and which ours.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Training data held in memory as tensors, with prompts encoded once by the frozen text encoder."""
+"""Training data as tensors (latents memory-mapped from their cache), with prompts encoded once by the frozen
+text encoder."""
 
 from __future__ import annotations
 
@@ -88,6 +89,9 @@ class EncodedSet:
 
     `x0` holds pixels in [-1, 1] for a pixel-space pipeline, or scaled VAE latents (`space == "latent"`)
     for a latent one: everything downstream (denoising loss, grouper, objective) is the same code.
+    With `data.latent_cache` set, latent `x0` is a memory-mapped view of the cache file
+    (`invgen.train.latents.cached_latents`): consumers index rows (`x0[idx]`, `x0[a:b]`) and only those are read,
+    so memory does not grow with the set.
     `embeddings` holds the per-prompt conditions of the pipeline's family (`invgen.train.conditioning`):
     `prompt_embeds` always, `pooled_prompt_embeds` for SDXL, SD3 and Flux; row i is `prompts[i]` and the
     last row is the empty prompt (for classifier-free guidance).
