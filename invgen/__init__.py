@@ -5,6 +5,7 @@ Public API (everything else may change):
 - `load_pipeline`, `PixelTextToImagePipeline`: models.
 - `read_imagefolder`, `write_imagefolder`, `make_colored_digits`: image sets.
 - `bias_report`: bias metrics on a generated set.
+- `run_audit`, `compare_audits`: a bias audit of a pipeline on a prompt suite (`invgen audit`).
 """
 
 from typing import TYPE_CHECKING
@@ -30,6 +31,8 @@ _EXPORTS = {
     "bias_report": "invgen.metrics.report",
     "compare_reports": "invgen.metrics.report",
     "images_report": "invgen.metrics.report",
+    "run_audit": "invgen.audit.run",
+    "compare_audits": "invgen.audit.compare",
     "InvgenError": "invgen.errors",
     "InvgenDataError": "invgen.errors",
     "InvgenConfigError": "invgen.errors",
@@ -48,6 +51,8 @@ def __getattr__(name: str):
 
 
 if TYPE_CHECKING:  # pragma: no cover
+    from invgen.audit.compare import compare_audits  # noqa: F401
+    from invgen.audit.run import run_audit  # noqa: F401
     from invgen.data.digits import make_colored_digits  # noqa: F401
     from invgen.data.imagefolder import ImageRecord, read_imagefolder, write_imagefolder  # noqa: F401
     from invgen.errors import InvgenConfigError, InvgenDataError, InvgenError, InvgenModelError  # noqa: F401

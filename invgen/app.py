@@ -6,8 +6,9 @@
 The app is a thin layer over the library: models come from `models.loading.load_pipeline` and
 `InvariantGuidance.from_pretrained`, the grids and their bias figures from `side_by_side.side_by_side`
 (sampling, `attach`/`detach`, `metrics.report.images_report` and `compare_reports`), the plots from
-`metrics.plots`, the views from `cdvg.transforms.DiffusionTranslator` and `views.GenViewGenerator`. What
-lives here is layout, caching of loaded models, and turning errors into one-sentence messages.
+`metrics.plots`, the views from `cdvg.transforms.DiffusionTranslator` and `views.GenViewGenerator`, the
+audits from `audit.run_audit` (read back with `audit.compare.load_audit`). What lives here is layout,
+caching of loaded models, and turning errors into one-sentence messages.
 
 The machine may be offline: gradio's analytics and update check are switched off before it is imported,
 and the theme uses the system's fonts instead of fetching web fonts.
@@ -15,9 +16,11 @@ and the theme uses the system's fonts instead of fetching web fonts.
 
 from __future__ import annotations
 
+import csv
 import functools
 import logging
 import os
+import re
 import tempfile
 import threading
 from collections import OrderedDict
@@ -27,12 +30,14 @@ from typing import Any
 
 import numpy as np
 
-from invgen.errors import InvgenConfigError, InvgenError, InvgenModelError
+from invgen.errors import InvgenConfigError, InvgenDataError, InvgenError, InvgenModelError, shown
 
 NO_ADAPTER = "(none)"
 AUTO = "auto"
 GENVIEW_VIEWS = 8  # views drawn of one image in the views tab
 DISPLAY_SIDE = 96  # tiny benchmark images are scaled up (nearest) to at least this many pixels for viewing
+AUDITS = "audits"  # the Audit tab writes its audits into RUNS/audits/NAME
+MAX_AUDIT_PER_PROMPT = 100  # the tab is for small audits; `invgen audit` has no limit
 _log = logging.getLogger(__name__)
 
 
@@ -334,6 +339,7 @@ def build_app(
                 metrics = gr.JSON(label="Metrics", elem_id="metrics")
 
         _views_tab(gr, models, pipeline_box)
+        _audit_tab(gr, models, pipeline_box, adapter_box, runs_dir, clip, digits)
 
         refresh_btn.click(refresh, outputs=[pipeline_box, adapter_box], api_name="refresh")
         adapter_box.change(base_of, inputs=adapter_box, outputs=pipeline_box, api_name=False)
@@ -451,6 +457,249 @@ def _image_tensor(pipe, image: np.ndarray):
         pil = pil.resize((side, side), Image.Resampling.BICUBIC)
     x = torch.from_numpy(np.array(pil)).permute(2, 0, 1).float() / 127.5 - 1.0
     return x[None]
+
+
+# --------------------------------------------------------------------------------------- audit tab
+_FOLDER_NAME = re.compile(r"[A-Za-z0-9._-]+")
+_SKIP_AUDIT_DIRS = {"images", "base_images", "grids", "checkpoints", "cache", "__pycache__"}
+
+
+def find_audits(runs_dir: str | os.PathLike, max_depth: int = 4) -> list[str]:
+    """Every finished audit folder (with its marker and report.json) under `runs_dir`, sorted."""
+    from invgen.audit.folder import MARKER, REPORT
+
+    root = Path(runs_dir).expanduser()
+    found: list[str] = []
+    if not root.is_dir():
+        return found
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if MARKER in filenames and REPORT in filenames:
+            found.append(str(here))
+            dirnames[:] = []  # an audit's subfolders are its images and grids
+            continue
+        depth = len(here.relative_to(root).parts)
+        dirnames[:] = [d for d in dirnames if d not in _SKIP_AUDIT_DIRS and not d.startswith(".")
+                       and depth < max_depth]
+    return sorted(found)
+
+
+def audit_folder(runs_dir: str | os.PathLike, name: str, settings: dict[str, Any]) -> Path:
+    """RUNS/audits/NAME; an empty name is made from the sampling settings, so rerunning them resumes that folder."""
+    name = (name or "").strip()
+    if not name:
+        parts = [Path(str(settings["pipeline"]).rstrip("/")).name or "pipeline"]
+        if settings.get("adapter"):
+            parts += [Path(str(settings["adapter"]).rstrip("/")).name, f"s{settings['scale']:g}"]
+        parts += [Path(str(settings["suite"])).stem, f"n{settings['per_prompt']}", f"seed{settings['seed']}",
+                  f"steps{settings['steps']}"]
+        if settings.get("prompts_limit"):
+            parts.append(f"first{settings['prompts_limit']}")
+        name = re.sub(r"[^A-Za-z0-9._-]+", "_", "-".join(parts))
+    elif not _FOLDER_NAME.fullmatch(name) or name in (".", ".."):
+        raise InvgenConfigError(f"the audit folder name '{shown(name)}' may hold only letters, digits, '.', '_' "
+                                f"and '-' (it is made under {shown(Path(runs_dir) / AUDITS)})")
+    return Path(runs_dir) / AUDITS / name
+
+
+def _audit_markdown(folder: Path, report: dict[str, Any]) -> str:
+    """report.md for the page: its pictures are shown beside it, so their links are left out."""
+    from invgen.audit.folder import MARKDOWN
+    from invgen.audit.write import report_markdown
+
+    path = folder / MARKDOWN
+    text = path.read_text(encoding="utf-8") if path.is_file() else report_markdown(report)
+    lines = [line for line in text.splitlines() if not line.startswith("![")]
+    text = "\n".join(lines)
+    return re.sub(r"\[([^\]\n]*)\]\((grids/\d+\.png)\)", r"\1 (`\2`)", text)
+
+
+def _audit_table(folder: Path):
+    """per_prompt.csv as a table (headers, rows), or None for a folder without it."""
+    import pandas as pd
+
+    from invgen.audit.folder import CSV
+
+    path = folder / CSV
+    if not path.is_file():
+        return None
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.reader(f))
+    return pd.DataFrame(rows[1:], columns=rows[0]) if rows else None
+
+
+def _audit_summary(folder: Path, report: dict[str, Any]) -> dict[str, Any]:
+    from invgen.metrics.report import json_safe
+
+    summary = {
+        "folder": str(folder),
+        "suite": report["protocol"]["suite"],
+        "attribute": report["attribute"],
+        "classifier": report["classifier"],
+        "detector": report["detector"],
+        "bias_score": report.get("bias_score"),
+        "ci": report.get("ci", {}).get("bias_score"),
+        "at_target": report.get("at_target", {}).get("bias_score"),
+        "std": report.get("std", {}).get("bias_score"),
+        "n_prompts": report["n_prompts"],
+        "n_images": report["n_images"],
+        "n_no_face": report["n_no_face"],
+        "n_measured": report.get("n_measured"),
+        "counts": report.get("pooled", {}).get("counts"),
+    }
+    if "base" in report:
+        summary["base_bias_score"] = report["base"].get("bias_score")
+    if "quality" in report:
+        summary["quality"] = report["quality"]
+    return json_safe(summary)
+
+
+def _score(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) and np.isfinite(value) else "none (no image counted)"
+
+
+def show_audit(folder: str | os.PathLike) -> tuple:
+    """What the Audit tab shows of an audit folder: (status, summary, report markdown, attribute plot, grids with
+    their prompts, per-prompt table). A folder that holds no audit report is one sentence."""
+    from PIL import Image
+
+    from invgen.audit.compare import load_audit
+    from invgen.audit.folder import GRIDS, HISTOGRAM
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InvgenDataError(f"no audit folder at {shown(folder)}")
+    report = load_audit(folder)
+    if (folder / HISTOGRAM).is_file():
+        plot = np.array(Image.open(folder / HISTOGRAM).convert("RGB"))
+    else:  # an audit run with --no-plots
+        from invgen.metrics.plots import plot_attribute_histogram
+
+        plot = _plot(plot_attribute_histogram, report)
+    prompts = list(report["per_prompt"])
+    grids = []
+    for path in sorted((folder / GRIDS).glob("*.png")):
+        k = int(path.stem) if path.stem.isdigit() else -1
+        caption = prompts[k] if 0 <= k < len(prompts) else path.name
+        grids.append((np.array(Image.open(path).convert("RGB")), caption))
+    summary = _audit_summary(folder, report)
+    ci = summary["ci"]
+    interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else ""
+    status = (f"**{report['attribute']}** on `{summary['suite']}`: bias score {_score(summary['bias_score'])}"
+              f"{interval} (mean over {report['n_prompts']} prompts; a model at the target scores "
+              f"{_score(summary['at_target'])} with these sample sizes)")
+    if "base_bias_score" in summary:
+        status += f"; without the adapter {_score(summary['base_bias_score'])}"
+    if report["detector"] != "none":
+        status += f"; {report['n_no_face']} of {report['n_images']} images without a face"
+    status += f". Folder `{folder}`."
+    return status, summary, _audit_markdown(folder, report), plot, grids, _audit_table(folder)
+
+
+def _audit_tab(gr, models: _Models, pipeline, adapter, runs_dir: Path, clip: Any, digits: bool) -> None:
+    """Run a small `invgen audit` of the chosen pipeline (and adapter) into RUNS/audits/NAME, or open an audit."""
+    from invgen.audit.suites import builtin_suites
+
+    def classifier_for(spec: str, suite: str, attribute: str) -> str | None:
+        """`auto`: the suite's own classifier, or zero-shot CLIP from `--clip` for an attribute without one."""
+        spec = (spec or AUTO).strip()
+        if spec != AUTO:
+            return spec
+        if clip:
+            from invgen.audit.plan import split_attribute
+            from invgen.audit.suites import load_suite
+
+            loaded = load_suite(suite)
+            names = split_attribute(attribute)
+            if not all(loaded.attribute(n).classifier for n in names):
+                return f"clip:{clip}"
+        return None
+
+    @_friendly
+    def run(pipeline_name, adapter_name, scale, suite, attribute, spec, detector, per_prompt, seed, steps,
+            prompts_limit, name, progress=gr.Progress()):
+        from invgen.audit.run import run_audit
+        from invgen.config import check_number
+
+        _check_numbers(per_prompt, seed, scale, steps, 2.0)  # 2.0: the tab leaves CFG to the pipeline
+        limit = int(check_number(prompts_limit or 0, "prompts limit", 0)) or None
+        suite = (suite or "").strip()
+        attribute = (attribute or "").strip()
+        if not suite or not attribute:
+            raise InvgenConfigError("choose a suite and an attribute (e.g. digits and color)")
+        adapter_name = (adapter_name or "").strip()
+        guidance = adapter_name if adapter_name and adapter_name != NO_ADAPTER else None
+        detector = (detector or AUTO).strip()
+        settings = {"pipeline": (pipeline_name or "").strip(), "adapter": guidance, "scale": float(scale),
+                    "suite": suite, "per_prompt": int(per_prompt), "seed": int(seed), "steps": int(steps),
+                    "prompts_limit": limit}
+        out = audit_folder(runs_dir, name, settings)
+        with models.lock:
+            progress(0.0, desc="loading the pipeline")
+            pipe = models.pipeline(pipeline_name)
+            progress(0.1, desc="auditing: sampling, detecting faces, classifying")
+            run_audit(pipe, suite, attribute, out, classifier=classifier_for(spec, suite, attribute),
+                      detector=None if detector == AUTO else detector, guidance=guidance, scale=float(scale),
+                      per_prompt=int(per_prompt), seed=int(seed), steps=int(steps), prompts_limit=limit,
+                      device=models.device, progress=False)
+        return (*show_audit(out), gr.update(choices=find_audits(runs_dir), value=str(out)))
+
+    @_friendly
+    def open_folder(folder):
+        text = (folder or "").strip()
+        if not text:
+            raise InvgenConfigError("choose or type an audit folder")
+        path = Path(text).expanduser()
+        if not path.exists() and not path.is_absolute() and (Path(runs_dir) / AUDITS / text).is_dir():
+            path = Path(runs_dir) / AUDITS / text  # a name the tab gave
+        return show_audit(path)
+
+    suites = builtin_suites()
+    with gr.Tab("Audit"):
+        gr.Markdown(
+            "A small `invgen audit` of the pipeline above (and of the adapter, if one is chosen; the base model "
+            "is then sampled from the same seeds too): the suite's prompts, one fixed seed per image, faces "
+            "detected and cropped when the attribute is read on faces, every image classified, the bias "
+            f"figures per prompt and overall. It is written to `{runs_dir / AUDITS}/NAME`, which a rerun with "
+            "the same settings resumes. See docs/audit.md."
+        )
+        with gr.Row():
+            suite = gr.Dropdown(suites, value="digits" if digits or "occupations-test" not in suites
+                                else "occupations-test", label="Suite", allow_custom_value=True,
+                                info="built-in, or the path of a suite file (.yaml/.json)")
+            attribute = gr.Textbox("color" if digits else "gender", label="Attribute",
+                                   info="e.g. color, gender, race, age, gender+race")
+            spec = gr.Textbox(AUTO, label="Classifier", info="auto (the suite's, else CLIP from --clip), "
+                              "oracle:color, clip:PATH, checkpoint:PATH")
+            detector = gr.Dropdown([AUTO, "default", "none"], value=AUTO, label="Face detector",
+                                   allow_custom_value=True, info="auto: by the attribute; or haar:PATH")
+        with gr.Row():
+            per_prompt = gr.Slider(1, MAX_AUDIT_PER_PROMPT, value=10, step=1, label="Images per prompt")
+            seed = gr.Number(0, precision=0, label="Seed")
+            steps = gr.Slider(2, 100, value=25, step=1, label="Denoising steps")
+            limit = gr.Number(0, precision=0, label="Prompts (the first N; 0 = all)")
+            scale = gr.Slider(0.0, 3.0, value=1.0, step=0.05, label="Adapter guidance scale s")
+        with gr.Row():
+            name = gr.Textbox("", label="Audit folder name", scale=3,
+                              info=f"under {runs_dir / AUDITS}; empty = made from the settings")
+            run_btn = gr.Button("Run audit", variant="primary", scale=1, elem_id="run-audit")
+        with gr.Row():
+            folder = gr.Dropdown(find_audits(runs_dir), value=None, label="Or open an audit folder", scale=3,
+                                 allow_custom_value=True, elem_id="audit-folder")
+            open_btn = gr.Button("Open", scale=1)
+        status = gr.Markdown(elem_id="audit-status")
+        with gr.Row():
+            plot = gr.Image(label="Attribute per prompt", format="png", show_label=False)
+            report_md = gr.Markdown()
+        grids = gr.Gallery(label="Grids: each image labelled with its predicted value (or no face)", columns=2,
+                           height="auto", format="png", elem_id="audit-grids")
+        table = gr.Dataframe(label="Per prompt (per_prompt.csv)", interactive=False, wrap=True)
+        with gr.Accordion("Summary (JSON)", open=False):
+            summary = gr.JSON(label="Summary")
+        shown_outputs = [status, summary, report_md, plot, grids, table]
+        run_btn.click(run, inputs=[pipeline, adapter, scale, suite, attribute, spec, detector, per_prompt, seed,
+                                   steps, limit, name], outputs=[*shown_outputs, folder], api_name="audit")
+        open_btn.click(open_folder, inputs=folder, outputs=shown_outputs, api_name="open_audit")
 
 
 def launch(

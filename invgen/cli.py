@@ -50,6 +50,9 @@ def _register_commands() -> None:
     eval_app = typer.Typer(help="Evaluate trained models.", no_args_is_help=True)
     eval_app.command("cdvg")(eval_cdvg_command)
     app.add_typer(eval_app, name="eval")
+    from invgen.audit.cli import audit_command
+
+    app.command("audit")(audit_command)
 
 
 _register_commands()

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import shutil
@@ -332,24 +333,28 @@ def sampling_overhead(unet, inputs: dict[str, Any], plan: dict[str, Any], calls:
     states = torch.cat([torch.zeros_like(inputs["states"][:1]), inputs["states"][:1]]).to(device, unet.dtype)
 
     @torch.no_grad()
-    def run():
-        for k in range(calls):
+    def run(warm: bool = False):
+        for k in range(1 if warm else calls):
             t = torch.full((2,), 999 - 40 * k, device=device, dtype=torch.long)
             unet(x, t, encoder_hidden_states=states)
+
+    def warm_then_timed() -> float:
+        # The first call after the weights change pays for fresh pages (the fold's temporaries are freed just
+        # before), which a sampler's 25-50 calls amortise: every arm makes one untimed call first.
+        run(warm=True)
+        return _timed(run, device)
 
     def with_adapter(fuse: bool):
         def call():
             guidance.attach(unet, scale=1.0, fuse=fuse)
-            t0 = _now(device)
-            run()
-            elapsed = _now(device) - t0
+            elapsed = warm_then_timed()
             guidance.detach(unet)
             return elapsed
         return call
 
     # attach/detach are outside the timed region: time the calls inside each arm rather than the whole arm.
     times: dict[str, list[float]] = {"base": [], "fused": [], "unfused": []}
-    arms: dict[str, Callable[[], float]] = {"base": lambda: _timed(run, device), "fused": with_adapter(True),
+    arms: dict[str, Callable[[], float]] = {"base": warm_then_timed, "fused": with_adapter(True),
                                             "unfused": with_adapter(False)}
     order = list(arms)
     run()  # warm-up: the first call of a process pays for its kernels' set-up
@@ -454,7 +459,21 @@ def measure_encode_memory(sizes: list[int]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ main
+# glibc hands freed memory back to the OS between two UNet calls, so each call faults in about 2 GB of fresh pages
+# (SD 1.5 at 256 px: ~460,000 faults, a fifth of the call's time), and how many depends on what else the process
+# holds: a folded adapter's saved weights turned 1.36 s calls into 1.70 s ones with no change to the computation.
+# Fixed thresholds keep freed memory in the process, so every arm runs on the same allocator state.
+MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": str(2**36), "MALLOC_MMAP_THRESHOLD_": str(2**25), "MALLOC_TOP_PAD_": str(2**30)}
+
+
+def _with_steady_allocator() -> None:
+    """Re-run this script with `MALLOC_ENV` set (Linux/glibc), unless it already is."""
+    if sys.platform.startswith("linux") and any(os.environ.get(k) != v for k, v in MALLOC_ENV.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **MALLOC_ENV})
+
+
 def main() -> None:
+    _with_steady_allocator()
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, memory at batch 1 (CPU: ~15 min)")
     parser.add_argument("--out", default="benchmarks/scale.json")
@@ -507,7 +526,7 @@ def main() -> None:
     alpha = _recipe_alpha(sd15["path"])
     plan = {"rank": sd15["rank"], "alpha": alpha, "targets": sd15["target_modules"] or DEFAULT_LORA_TARGETS["sd"]}
     batches = sorted(args.batch_sizes)
-    repeats = args.repeats or (2 if args.quick else 6)  # per arm and batch size, after one warm-up step each
+    repeats = args.repeats or (3 if args.quick else 6)  # per arm and batch size, after one warm-up step each
     print(f"SD 1.5 at {args.resolution} px on {device} ({args.dtype}); LoRA rank {plan['rank']} on {plan['targets']}",
           flush=True)
 
@@ -540,7 +559,7 @@ def main() -> None:
     if "groups" in args.parts:
         print("groups throughput", flush=True)
         n_groups = 4 if args.quick else 16
-        report.update(groups_throughput(unet, inputs, n_groups, batches[-1], max(repeats, 3), device))
+        report.update(groups_throughput(unet, inputs, n_groups, batches[-1], repeats, device))
         report["groups_images"] = n_groups
         print(f"  {report['groups_ratio']:.3f}", flush=True)
     if "sampling" in args.parts:
@@ -586,9 +605,10 @@ def _steps_part(unet, inputs, plan, batches, repeats, device, dtype, report) -> 
             "lora": make_arm("lora", build_unet(device, dtype), inputs, plan, device, False)}
     report["lora_parameters"] = sum(p.numel() for p in arms["invdiff"].params)
     assert report["lora_parameters"] == sum(p.numel() for p in arms["lora"].params), "the arms train different LoRAs"
-    alternate({name: (lambda a=arm: a.step(batches[0])) for name, arm in arms.items()}, 1, device)  # warm-up
     report["invdiff_step_s"], report["lora_step_s"], report["step_ratio_by_batch"] = {}, {}, {}
     for b in batches:
+        # Warm-up at each batch size: a process's first step of a new shape pays for its allocations.
+        alternate({name: (lambda a=arm, b=b: a.step(b)) for name, arm in arms.items()}, 1, device)
         seconds = alternate({name: (lambda a=arm, b=b: a.step(b)) for name, arm in arms.items()}, repeats, device,
                             f"steps_batch_{b}")
         report["invdiff_step_s"][str(b)] = seconds["invdiff"]

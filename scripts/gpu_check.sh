@@ -1,35 +1,66 @@
 #!/usr/bin/env bash
-# The sd15 InvDiff recipe on a CUDA machine, offline, in a few minutes: a tiny Stable Diffusion (with VAE)
-# saved to a local folder, a generated colored-digits set with captions, then base fine-tune -> groups ->
-# adapter -> sampling -> metrics through configs/sd15/invdiff_waterbirds.yaml (fp16, gradient checkpointing).
-# Reports steps/s and peak GPU memory of each trainer and the sampling overhead of the attached adapter.
+# Two checks on a CUDA machine, offline, in under 8 minutes:
 #
-#   scripts/gpu_check.sh                 # CUDA: 300 steps per trainer (under 8 minutes)
-#   scripts/gpu_check.sh --cpu           # smoke check without a GPU: 5 steps, no mixed precision
-#   scripts/gpu_check.sh --steps 100     # other step counts
+# 1. Real scale: scripts/bench_scale.py at 512 px in bf16 (PyTorch's SDPA attention, diffusers' default): SD 1.5's
+#    UNet at its true size (random weights), one InvDiff step against one plain diffusers LoRA step, with peak
+#    GPU memory of each; prints it/s and GiB for both and writes $OUT/scale_gpu.json.
+# 2. The sd15 InvDiff recipe end to end on a tiny Stable Diffusion (with VAE) saved to a local folder and a
+#    generated colored-digits set: base fine-tune -> groups -> adapter -> sampling -> metrics through
+#    configs/sd15/invdiff_waterbirds.yaml (fp16, gradient checkpointing); steps/s and peak GPU memory of each
+#    trainer and the sampling overhead of the attached adapter, in $OUT/gpu_check.json.
 #
-# Writes $OUT/gpu_check.json when OUT is set (else runs/gpu_check/gpu_check.json).
-# Status: run on CPU (--cpu) only; it has not been run on a GPU yet.
+#   scripts/gpu_check.sh                 # CUDA: both checks, 300 steps per trainer
+#   scripts/gpu_check.sh --cpu           # smoke check without a GPU: 64 px, one repeat, 5 steps, fp32
+#   scripts/gpu_check.sh --steps 100     # other step counts for check 2
+#   scripts/gpu_check.sh --skip-scale    # check 2 only
+#
+# Writes into $OUT when set (else runs/gpu_check/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DEVICE=cuda
 STEPS=300
+SCALE=1
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --cpu) DEVICE=cpu; STEPS=5; shift ;;
     --steps) STEPS="$2"; shift 2 ;;
-    *) echo "usage: $0 [--cpu] [--steps N]" >&2; exit 2 ;;
+    --skip-scale) SCALE=0; shift ;;
+    *) echo "usage: $0 [--cpu] [--steps N] [--skip-scale]" >&2; exit 2 ;;
   esac
 done
 PY=${PYTHON:-.venv/bin/python}
 [[ -x "$PY" ]] || PY=python
 WORK=${WORK:-runs/gpu_check}
-REPORT=${OUT:-$WORK}/gpu_check.json
+REPORT_DIR=${OUT:-$WORK}
+REPORT=$REPORT_DIR/gpu_check.json
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 [[ $DEVICE == cpu ]] && export CUDA_VISIBLE_DEVICES=""
 rm -rf "$WORK"
-mkdir -p "$WORK" "$(dirname "$REPORT")"
+mkdir -p "$WORK" "$REPORT_DIR"
+
+if [[ $SCALE == 1 ]]; then
+  if [[ $DEVICE == cuda ]]; then
+    "$PY" scripts/bench_scale.py --resolution 512 --device cuda --dtype bf16 --out "$REPORT_DIR/scale_gpu.json"
+  else
+    "$PY" scripts/bench_scale.py --resolution 64 --quick --parts memory steps --batch-sizes 1 --repeats 1 \
+      --out "$REPORT_DIR/scale_gpu.json"
+  fi
+  "$PY" - "$REPORT_DIR/scale_gpu.json" <<'EOF'
+import json
+import sys
+
+r = json.load(open(sys.argv[1]))
+print(f"SD 1.5 UNet at {r['resolution']} px, {r['dtype']} on {r['device']}")
+for b, s in r["invdiff_step_s"].items():
+    lora = r["lora_step_s"][b]
+    print(f"  batch {b}: invdiff {1 / s:.2f} it/s, plain LoRA {1 / lora:.2f} it/s (ratio {r['step_ratio_by_batch'][b]})")
+for arm in ("invdiff", "lora"):
+    gpu = r.get(f"peak_gpu_gb_{arm}")
+    if gpu:
+        print(f"  peak GPU memory {arm}: " + ", ".join(f"{mode} {gb:.2f} GiB" for mode, gb in gpu.items()))
+EOF
+fi
 
 exec "$PY" - "$DEVICE" "$STEPS" "$WORK" "$REPORT" <<'EOF'
 import json

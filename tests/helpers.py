@@ -64,3 +64,26 @@ def launch_two_cpu(args, cwd=None, timeout=600):
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *args]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def pixel_pipeline_with_adapter(root: Path, pipe_name: str = "pipe") -> Path:
+    """A tiny pixel pipeline saved to `root/pipe_name` (weights jittered so its images have colors) and a residual
+    adapter that changes its images saved to `root/adapter`; returns `root`."""
+    from invgen.invdiff.adapter import AdapterConfig
+    from invgen.invdiff.guidance import InvariantGuidance
+    from invgen.models.loading import save_pipeline
+    from invgen.pipelines import build_pixel_pipeline
+
+    pipe = build_pixel_pipeline(seed=0)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in pipe.unet.parameters():
+            p.add_(0.02 * torch.randn(p.shape, generator=g))
+    save_pipeline(pipe, root / pipe_name)
+    guidance = InvariantGuidance.for_denoiser(pipe.unet, AdapterConfig(kind="residual"),
+                                              base_model=str(root / pipe_name))
+    with torch.no_grad():  # a fresh adapter adds exactly 0: make it act
+        for p in guidance.module.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+    guidance.save_pretrained(root / "adapter")
+    return root

@@ -1,6 +1,8 @@
 """The Gradio app, served on a free port with tiny offline models and driven as a user would: through
 gradio_client (the API the page itself calls) and in headless Chromium."""
 
+import csv
+import json
 import shutil
 import socket
 
@@ -184,6 +186,81 @@ def test_views_tab_draws_genview_views(client, runs):
     assert views[0]["caption"].startswith("view 1: noise level ")
     pixels = _images(views)
     assert len({p.tobytes() for p in pixels}) == 8  # every view from its own seed
+
+
+def _audit(client, runs, name="tiny", per_prompt=3, limit=2, adapter="(none)", scale=1.0):
+    """A digits audit through the Audit tab: pipeline, adapter, scale, suite, attribute, classifier, detector,
+    images per prompt, seed, steps, prompts limit, folder name."""
+    return client.predict(str(runs / "base"), adapter, scale, "digits", "color", "oracle:color", "none", per_prompt,
+                          0, 2, limit, name, api_name="/audit")
+
+
+def test_audit_tab_runs_a_digits_audit_and_shows_its_report(client, runs):
+    status, summary, report_md, plot, grids, table, folder = _audit(client, runs)
+    out = runs / "audits" / "tiny"
+    assert folder["value"] == str(out) and str(out) in [c[0] for c in folder["choices"]]  # listed to open
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_images"] == 6 and report["n_measured"] > 0  # 2 prompts x 3 images, colors read
+    # The figure shown is report.json's, to the digit.
+    assert summary["bias_score"] == report["bias_score"] and summary["ci"] == report["ci"]["bias_score"]
+    assert summary["counts"] == report["pooled"]["counts"] and summary["n_images"] == 6
+    assert f"bias score {report['bias_score']:.3f} [{report['ci']['bias_score'][0]:.3f}," in status
+    assert "without a face" not in status  # no detector: no face count to show
+    # report.md, without its picture links (the page shows the pictures themselves).
+    assert report_md.startswith("# Audit: color on digits") and "![" not in report_md
+    assert "(`grids/000.png`)" in report_md
+    assert Image.open(plot).size[0] > 200
+    assert [g["caption"] for g in grids] == ["a photo of the digit 0", "a photo of the digit 1"]
+    assert Image.open(grids[0]["image"]).size == (3 * 128, 128 + 16)  # 3 labelled cells
+    rows = list(csv.DictReader((out / "per_prompt.csv").open()))
+    assert table["headers"][:3] == ["prompt", "images", "no_face"]
+    assert [r[0] for r in table["data"]] == [r["prompt"] for r in rows]
+    assert [str(r[table["headers"].index("count:red")]) for r in table["data"]] == [r["count:red"] for r in rows]
+
+    # The same settings again resume the folder (nothing is sampled twice) and show the same report.
+    stamps = {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.png")}
+    again = _audit(client, runs)
+    assert again[1] == summary
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.png")} == stamps
+
+    # Opening the folder (by path, or by the name the tab gave it) shows what the run showed.
+    for typed in (str(out), "tiny"):
+        opened = client.predict(typed, api_name="/open_audit")
+        assert opened[0] == status and opened[1] == summary and opened[2] == report_md
+
+
+def test_audit_tab_with_an_adapter_shows_the_base_figure_too(client, runs):
+    status, summary, *_ = _audit(client, runs, name="", per_prompt=2, limit=1, adapter=str(runs / "adapter"))
+    out = runs / "audits" / "base-adapter-s1-digits-n2-seed0-steps2-first1"  # made from the settings
+    report = json.loads((out / "report.json").read_text())
+    assert summary["folder"] == str(out) and (out / "base_images").is_dir()
+    assert summary["bias_score"] == report["bias_score"]
+    assert summary["base_bias_score"] == report["base"]["bias_score"]
+    assert "without the adapter" in status
+
+
+@pytest.mark.parametrize(
+    ("typed", "message"),
+    [
+        ("base", "holds no audit report"),
+        ("nowhere", "no audit folder at"),
+        ("", "choose or type an audit folder"),
+    ],
+)
+def test_opening_a_folder_that_holds_no_audit_is_one_sentence(client, runs, typed, message):
+    folder = str(runs / typed) if typed else ""
+    with pytest.raises(gradio_client.exceptions.AppError, match=message) as info:
+        client.predict(folder, api_name="/open_audit")
+    assert "Traceback" not in str(info.value)
+
+
+def test_audit_tab_refuses_bad_input_in_one_sentence(client, runs):
+    with pytest.raises(gradio_client.exceptions.AppError, match="may hold only letters"):
+        _audit(client, runs, name="../outside")
+    with pytest.raises(gradio_client.exceptions.AppError, match="has no attribute 'colour'"):
+        client.predict(str(runs / "base"), "(none)", 1.0, "digits", "colour", "auto", "auto", 2, 0, 2, 1, "bad",
+                       api_name="/audit")
+    assert not (runs / "audits" / "bad").exists()  # a bad audit leaves no folder behind
 
 
 def _chromium_or_skip():

@@ -234,6 +234,9 @@ def test_groups_invdiff_attach_detach_on_every_family(saved_family, small_set, t
     infer_groups(cfg)
     groups = json.loads((out / "groups.json").read_text())
     assert groups["n"] == 16 and groups["family"] == family and np.isfinite(groups["group_mean_loss"]).all()
+    # No data.latent_cache: the latents still live on disk (in the run's folder), not in memory.
+    cached = sorted((out / "latents").glob("latents-*.safetensors"))
+    assert len(cached) == 1
 
     train_invdiff(cfg)
     log = [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from helpers import P3, P5, tree_hash, write_set
+from helpers import P3, P5, pixel_pipeline_with_adapter, tree_hash, write_set
 
 from invgen.cli import main
 from invgen.data.imagefolder import ImageRecord, read_imagefolder, write_imagefolder
@@ -40,23 +39,7 @@ def run(capsys, *argv) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """A tiny saved pixel pipeline, an adapter that changes its images, and a prompts file."""
-    from invgen.invdiff.adapter import AdapterConfig
-    from invgen.invdiff.guidance import InvariantGuidance
-    from invgen.models.loading import save_pipeline
-    from invgen.pipelines import build_pixel_pipeline
-
-    root = tmp_path_factory.mktemp("models")
-    pipe = build_pixel_pipeline(seed=0)
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for p in pipe.unet.parameters():
-            p.add_(0.02 * torch.randn(p.shape, generator=g))
-    save_pipeline(pipe, root / "pipe")
-    guidance = InvariantGuidance.for_denoiser(pipe.unet, AdapterConfig(kind="residual"), base_model=str(root / "pipe"))
-    with torch.no_grad():  # a fresh adapter adds exactly 0: make it act
-        for p in guidance.module.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=g))
-    guidance.save_pretrained(root / "adapter")
+    root = pixel_pipeline_with_adapter(tmp_path_factory.mktemp("models"))
     (root / "prompts.txt").write_text(f"{P3}\n{P5}\n")
     return root
 

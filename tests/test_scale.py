@@ -128,3 +128,86 @@ def test_killed_or_damaged_encode_leaves_no_cache_read_as_complete(tmp_path, mon
     path.write_bytes(whole[:-16])  # a truncated file (a disk that filled up, a copy cut short)
     again, _, hit = cached_latents(image_set, vae, 8, cache, "mean", 0, batch_size=2, progress=False)
     assert not hit and torch.equal(again, want) and path.read_bytes() == whole
+
+
+# ------------------------------------------------------------------------------------------------ latent runs
+def _latent_jobs(tmp_path):
+    """groups + invdiff of the sd15 recipe on a tiny saved Stable Diffusion, no `data.latent_cache` given."""
+    from diffusers import StableDiffusionPipeline
+    from helpers import P3, P5, write_set
+
+    from invgen.models import tiny_stable_diffusion_components
+    from invgen.models.loading import save_pipeline
+
+    pipe = save_pipeline(StableDiffusionPipeline(**tiny_stable_diffusion_components(seed=0)), tmp_path / "sd")
+    data = write_set(tmp_path / "data" / "train", {P3: ["red"] * 7 + ["green"], P5: ["green"] * 7 + ["red"]},
+                     size=16).parent
+
+    def args(job: str, out: Path) -> list[str]:
+        return [job, "--config", "configs/sd15/invdiff_waterbirds.yaml", f"base_model={pipe}", f"output_dir={out}",
+                f"data.root={data}", "data.builder=null", "data.size=16", "data.latent_cache=null",
+                "data.encode_batch_size=4",
+                "groups.num_groups=2", "groups.noise_draws=1", "groups.timesteps=[500]", "groups.batch_size=8",
+                "train.steps=4", "train.batch_size=8", "train.learning_rate=0.01", "train.warmup_steps=0",
+                "train.mixed_precision='no'", "train.gradient_checkpointing=false", "train.checkpoint_every=1",
+                "train.log_every=1"]
+    return args
+
+
+def _losses(out: Path) -> list[tuple[int, float]]:
+    return [(e["step"], e["loss"]) for e in map(json.loads, (out / "train_log.jsonl").read_text().splitlines())]
+
+
+def _lora(out: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(out / "pytorch_lora_weights.safetensors")
+
+
+@pytest.mark.slow
+def test_latent_runs_keep_their_cache_on_disk_resume_after_a_kill_and_match_two_processes(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from helpers import launch_two_cpu
+
+    from invgen.train.__main__ import main as train_main
+
+    args, root = _latent_jobs(tmp_path), Path(__file__).resolve().parents[1]
+    one = tmp_path / "one"
+    assert train_main(args("groups", one)) == 0 and train_main(args("invdiff", one)) == 0
+    cached = list((one / "latents").glob("latents-*.safetensors"))
+    assert len(cached) == 1  # written once by groups, read (memory-mapped) by invdiff
+
+    # Killed with SIGKILL as soon as the second checkpoint exists, then resumed: the same adapter bit for bit.
+    killed = tmp_path / "killed"
+    assert train_main(args("groups", killed)) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "invgen.train", *args("invdiff", killed), "--resume"]
+    proc = subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 300
+    while not (killed / "checkpoints" / "checkpoint-2").is_dir() and proc.poll() is None:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "pytorch_lora_weights.safetensors").exists()
+    assert train_main([*args("invdiff", killed), "--resume"]) == 0
+    assert _losses(killed) == _losses(one)
+    assert all(torch.equal(a, b) for a, b in zip(_lora(one).values(), _lora(killed).values(), strict=True))
+
+    # Two processes: the main one encodes into the run folder, the other reads that file; same groups, and the
+    # adapter within the tolerances of tests/test_multiprocess.py.
+    two = tmp_path / "two"
+    driver = tmp_path / "driver.py"
+    driver.write_text("import json, sys\nfrom invgen.train.__main__ import main\n"
+                      "for job in json.loads(sys.argv[1]):\n    assert main(job) == 0\n")
+    done = launch_two_cpu([str(driver), json.dumps([args("groups", two), args("invdiff", two)])], cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [p.name for p in (two / "latents").iterdir()] == [cached[0].name]
+    assert json.loads((two / "groups.json").read_text())["n"] == 16
+    a, b = _lora(one), _lora(two)
+    diff = torch.cat([(a[k] - b[k]).flatten() for k in a])
+    assert diff.norm() <= 1e-4 * torch.cat([a[k].flatten() for k in a]).norm()

@@ -3,8 +3,9 @@
 Target = digit (prompt "a photo of the digit 3"), bias = foreground color. Each digit has a majority
 color (`d % K` for a palette of K colors); a training image gets it with probability `p_align` and one of
 the other colors otherwise. The test set shows every test digit in every color, so it is balanced
-(unbiased) and splits into bias-aligned and bias-conflicting subsets. The true color is kept in
-`attributes` for evaluation only: trainers never read it (except for oracle groups, an upper bound).
+(unbiased) and splits into bias-aligned and bias-conflicting subsets. The true color is kept as a
+metadata column (`color`, with `color_index` and `bias_aligned`) for evaluation only: trainers never read
+it (except for oracle groups, an upper bound).
 """
 
 from __future__ import annotations

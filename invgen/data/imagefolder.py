@@ -1,8 +1,20 @@
 """Image sets on disk in the `datasets` imagefolder layout: image files plus `metadata.jsonl`.
 
-Each metadata line is a JSON object with at least `file_name` and `prompt`; `label` (int) and
-`attributes` (a mapping) are optional, and any other key is kept as is. Reading validates everything and
-raises `InvgenDataError` naming the file and line; writing is atomic.
+Each metadata line is a JSON object with at least `file_name` and `prompt`; `label` (int) is optional.
+Every other key is a column, as `datasets.load_dataset("imagefolder", data_dir=...)` reads it back:
+`{"file_name": "0.png", "prompt": "a photo of a nurse", "gender": "woman"}` has the attribute `gender`.
+An attribute is read with `ImageRecord.attribute` / `ImageSet.attribute`, never from a dict directly.
+
+Two forms are read. Besides top-level columns, the form invgen wrote before, a nested `attributes`
+mapping (`{"attributes": {"gender": "woman"}}`), still reads, so old sets and old runs keep working;
+a name in both places with different values is an error naming the line and the column.
+
+On read, the nested mapping lands in `ImageRecord.attributes` and every other top-level column in
+`ImageRecord.extra` (provenance such as `seed` as well as attributes: a file cannot tell them apart).
+Writers set image attributes in `attributes` and provenance in `extra`; both are written as top-level
+columns, so a set round-trips byte for byte and loads with `datasets` with one column per attribute. The
+reserved names `file_name`, `prompt`, `label` and `attributes` cannot be columns of either. Reading
+validates everything and raises `InvgenDataError` naming the file and line; writing is atomic.
 """
 
 from __future__ import annotations
@@ -21,23 +33,85 @@ from invgen.atomic import atomic_dir, atomic_file, json_text
 from invgen.errors import InvgenDataError, shown
 
 METADATA = "metadata.jsonl"
+# Keys with a fixed meaning in a metadata line; no attribute or provenance column may take one of them.
+RESERVED = ("file_name", "prompt", "label", "attributes")
+_MISSING = object()
+
+
+def _same(a: Any, b: Any) -> bool:
+    # JSON tells 1, 1.0 and true apart, so the same column must not hold them in two places either; NaN
+    # (which Python's json reads) equals itself here.
+    return type(a) is type(b) and (a == b or (a != a and b != b))
 
 
 @dataclass
 class ImageRecord:
+    """One image of a set: its file, prompt, optional class label and further columns.
+
+    `attributes` are what the image shows (color, gender), `extra` is provenance (seed, index); both are
+    written as top-level columns. On read, the older nested `attributes` mapping lands in `attributes` and
+    every other column in `extra`, so read an attribute with `attribute(name)`, which looks in both.
+    """
+
     file_name: str
     prompt: str
     label: int | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    line: int | None = field(default=None, compare=False, repr=False)  # its line in metadata.jsonl, when read
 
-    def to_json(self) -> dict[str, Any]:
+    def where(self, meta: str = METADATA) -> str:
+        """`meta` and this record's line (or its file name for a record not read from a file), for errors."""
+        return f"{meta}:{self.line}" if self.line is not None else f"{meta} ({shown(self.file_name)})"
+
+    def has_attribute(self, name: str) -> bool:
+        """Whether `name` is a column of this record, in either form."""
+        return name in self.extra or name in self.attributes
+
+    def attribute(self, name: str, where: str | None = None, default: Any = _MISSING) -> Any:
+        """The value of attribute `name`: a top-level column or, in the older form, under `attributes`.
+
+        Without `default`, a missing attribute raises `InvgenDataError` starting with `where` (default:
+        metadata.jsonl and the record's line); so does a name whose two places hold different values.
+        """
+        if name in self.extra:
+            value = self.extra[name]
+            if name in self.attributes and not _same(value, self.attributes[name]):
+                raise InvgenDataError(
+                    f"{where or self.where()}: column {name!r} is {value!r} at the top level but "
+                    f"{self.attributes[name]!r} under 'attributes'"
+                )
+            return value
+        if name in self.attributes:
+            return self.attributes[name]
+        if default is not _MISSING:
+            return default
+        raise InvgenDataError(
+            f"{where or self.where()}: no attribute {name!r} (neither a top-level column nor under 'attributes')"
+        )
+
+    def to_json(self, where: str | None = None) -> dict[str, Any]:
+        """The metadata line: `file_name`, `prompt`, `label`, then attributes and extra as top-level columns."""
         out: dict[str, Any] = {"file_name": self.file_name, "prompt": self.prompt}
         if self.label is not None:
             out["label"] = self.label
-        if self.attributes:
-            out["attributes"] = self.attributes
-        out.update(self.extra)
+        columns: dict[str, Any] = {}
+        for source, mapping in (("attributes", self.attributes), ("extra", self.extra)):
+            for name, value in mapping.items():
+                if not isinstance(name, str):
+                    raise InvgenDataError(f"{where or self.where()}: column name {name!r} in {source} is not a string")
+                if name in RESERVED:
+                    raise InvgenDataError(
+                        f"{where or self.where()}: {source} column {name!r} clashes with the reserved key {name!r} "
+                        f"of metadata.jsonl ({', '.join(RESERVED)}); rename it"
+                    )
+                if name in columns and not _same(columns[name], value):
+                    raise InvgenDataError(
+                        f"{where or self.where()}: column {name!r} is {columns[name]!r} in attributes but "
+                        f"{value!r} in extra"
+                    )
+                columns[name] = value
+        out.update(columns)
         return out
 
 
@@ -62,13 +136,18 @@ class ImageSet:
             raise InvgenDataError(f"{shown(self.root / METADATA)}: some records have no 'label'")
         return np.array([r.label for r in self.records], dtype=np.int64)
 
+    def where(self, i: int) -> str:
+        """The metadata file and line of record `i`, for errors."""
+        line = self.records[i].line
+        return f"{shown(self.root / METADATA)}:{i + 1 if line is None else line}"
+
+    def has_attribute(self, name: str) -> bool:
+        """Whether every record has attribute `name` (in either form)."""
+        return all(r.has_attribute(name) for r in self.records)
+
     def attribute(self, name: str) -> list[Any]:
-        values = []
-        for i, r in enumerate(self.records):
-            if name not in r.attributes:
-                raise InvgenDataError(f"{shown(self.root / METADATA)}:{i + 1}: no attribute {name!r}")
-            values.append(r.attributes[name])
-        return values
+        """Attribute `name` of every record (see `ImageRecord.attribute`); a record without it is an error."""
+        return [r.attribute(name, self.where(i)) for i, r in enumerate(self.records)]
 
     def tensor(self):
         """Images as a float tensor (N, C, H, W) in [-1, 1], the range diffusion models train on."""
@@ -101,7 +180,10 @@ def _parse_record(line: str, meta: str, lineno: int) -> ImageRecord:
     attributes = obj.pop("attributes", {})
     if not isinstance(attributes, dict):
         raise InvgenDataError(f"{meta}:{lineno}: 'attributes' must be a mapping, got {attributes!r}")
-    return ImageRecord(name, prompt, label, attributes, obj)
+    record = ImageRecord(name, prompt, label, attributes, obj, line=lineno)
+    for key in attributes:
+        record.attribute(key, f"{meta}:{lineno}")  # a column in both forms must agree
+    return record
 
 
 def read_metadata(root: str | os.PathLike) -> list[ImageRecord]:
@@ -227,12 +309,14 @@ def write_imagefolder(
         raise InvgenDataError(f"{shown(out)} is a file, not a folder for an image set")
     if out.exists() and not overwrite:
         raise InvgenDataError(f"{shown(out)} already exists; pass overwrite=True to replace it")
+    # Made before the temporary folder, so that an error names the set's own metadata.jsonl.
+    lines = _metadata_lines(out / METADATA, records)
     with atomic_dir(out, overwrite=overwrite) as tmp:
         for image, rec in zip(images, records, strict=True):
             target = tmp / rec.file_name
             target.parent.mkdir(parents=True, exist_ok=True)
             _save_png(image, target)
-        write_metadata(tmp, records)
+        _write_lines(tmp / METADATA, lines)
     return out
 
 
@@ -250,13 +334,21 @@ def unlisted_files(root: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.rglob("*") if not p.is_dir() and p.relative_to(root).as_posix() not in listed)
 
 
-def write_metadata(root: str | os.PathLike, records: Iterable[ImageRecord]) -> None:
-    meta = Path(root) / METADATA
-    # Every line is made first, so a value JSON cannot hold (NaN, infinity) is refused before anything is written.
-    lines = [json_text(rec.to_json(), f"{meta}:{i}") for i, rec in enumerate(records, start=1)]
+def _metadata_lines(meta: Path, records: Iterable[ImageRecord]) -> list[str]:
+    """The JSON lines of `records`; a value JSON cannot hold (NaN, infinity) or a bad column raises, naming `meta`."""
+    return [json_text(rec.to_json(f"{shown(meta)}:{i}"), f"{meta}:{i}") for i, rec in enumerate(records, start=1)]
+
+
+def _write_lines(meta: Path, lines: list[str]) -> None:
     with atomic_file(meta, "w", encoding="utf-8") as f:
         for line in lines:
             f.write(line + "\n")
+
+
+def write_metadata(root: str | os.PathLike, records: Iterable[ImageRecord]) -> None:
+    meta = Path(root) / METADATA
+    # Every line is made first, so a bad line is refused before anything is written.
+    _write_lines(meta, _metadata_lines(meta, records))
 
 
 def save_image(image: Image.Image | np.ndarray, path: str | os.PathLike) -> None:

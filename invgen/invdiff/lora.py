@@ -201,10 +201,19 @@ def fold(denoiser: nn.Module, name: str) -> dict[str, torch.Tensor]:
 
     Returns CPU copies of the weights the fold changed, for `restore`.
     """
-    originals = {
-        layer_name: layer.get_base_layer().weight.detach().to("cpu", copy=True)
-        for layer_name, layer in _tuner_layers(denoiser) if name in layer.lora_A
-    }
+    weights = {layer_name: layer.get_base_layer().weight.detach()
+               for layer_name, layer in _tuner_layers(denoiser) if name in layer.lora_A}
+    # One buffer for the copies, not one allocation per layer: hundreds of 1-60 MB blocks held while the
+    # folded model samples change where the allocator puts each call's activations, and an SD 1.5 call on the
+    # CPU took 1.25x as long as the same call unfolded, all of it in page faults (scripts/bench_scale.py).
+    originals = {}
+    for dtype in {w.dtype for w in weights.values()}:  # one per dtype: the copies stay exact
+        same = {k: w for k, w in weights.items() if w.dtype == dtype}
+        flat, start = torch.empty(sum(w.numel() for w in same.values()), dtype=dtype), 0
+        for layer_name, w in same.items():
+            originals[layer_name] = flat[start:start + w.numel()].view(w.shape)
+            originals[layer_name].copy_(w)
+            start += w.numel()
     with _quiet():
         denoiser.fuse_lora(adapter_names=[name])
     remove_lora(denoiser, name)

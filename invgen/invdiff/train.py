@@ -84,9 +84,9 @@ def _load_base(cfg: InvDiffConfig):
 
 def _true_groups(image_set: ImageSet, attribute: str) -> np.ndarray | None:
     """True groups from metadata (1 = bias-conflicting for the boolean `bias_aligned`), if present."""
-    if not all(attribute in r.attributes for r in image_set.records):
+    if not image_set.has_attribute(attribute):
         return None
-    values = [r.attributes[attribute] for r in image_set.records]
+    values = image_set.attribute(attribute)
     if all(isinstance(v, bool) for v in values):
         return np.array([0 if v else 1 for v in values])
     uniq = sorted(set(values))
@@ -103,7 +103,7 @@ def infer_groups(cfg: InvDiffConfig) -> Path:
     pipe = _load_base(cfg)
     split = prepare_dataset(cfg.data, accelerator.is_main_process)
     accelerator.wait_for_everyone()
-    data = encode_for_pipeline(pipe, split, cfg.data, accelerator)
+    data = encode_for_pipeline(pipe, split, cfg.data, accelerator, out)
     truth = _true_groups(data.image_set, g.oracle_attribute)
 
     if g.source == "oracle":
@@ -181,13 +181,16 @@ def train_invdiff(cfg: InvDiffConfig, resume: bool = False) -> Path:
     denoiser = denoiser_of(pipe)
     if cfg.train.gradient_checkpointing:
         denoiser.enable_gradient_checkpointing()
+    # The adapter's initial weights (LoRA A, residual/copy layers) come from the global RNG: seeded here, so a run
+    # is reproducible from its config alone (a resume reads them from the checkpoint instead).
+    torch.manual_seed(cfg.train.seed)
     guidance = InvariantGuidance.for_denoiser(denoiser, cfg.adapter, base_model=str(cfg.base_model))
     model, params = guidance.training_module(denoiser)
     trainer = Trainer(cfg.train, out, model, params, desc=f"invdiff ({cfg.adapter.kind})")
     trainer.start(resume)  # before minutes of encoding: a checkpoint that does not fit is refused first
     split = prepare_dataset(cfg.data, trainer.is_main)
     trainer.accelerator.wait_for_everyone()
-    data = encode_for_pipeline(pipe, split, cfg.data, trainer.accelerator)
+    data = encode_for_pipeline(pipe, split, cfg.data, trainer.accelerator, out)
     weights = torch.from_numpy(load_groups(out, data.image_set)).float()
     objective = DenoisingObjective.for_pipeline(pipe, cfg.objective.flow_matching)
 

@@ -8,8 +8,8 @@ apart and leave them out of every figure. `load_classifier(spec)` builds one fro
 - `oracle:color[:PALETTE]`: the pixel rule of the synthetic sets (exact, no weights);
 - `clip:PATH`: open_clip zero-shot with attribute prompts (weights from a local folder or file);
 - `checkpoint:PATH`: a trained classifier saved with `save_pretrained` (its config holds `names`);
-- `metadata`: the value already written in `metadata.jsonl` (`attributes[ATTRIBUTE]`), for sets whose
-  attribute is known (a training set, a hand-labelled sample).
+- `metadata`: the value already written in `metadata.jsonl` (the column ATTRIBUTE, or the older nested
+  `attributes[ATTRIBUTE]`), for sets whose attribute is known (a training set, a hand-labelled sample).
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ class ColorOracle:
 
 # ------------------------------------------------------------------------------------------- metadata
 class MetadataAttribute:
-    """The attribute as written in `metadata.jsonl` (`attributes[ATTRIBUTE]`); reads no image."""
+    """The attribute as written in `metadata.jsonl` (`ImageRecord.attribute`: a column, or nested); reads no image."""
 
     needs_images = False
 
@@ -103,18 +103,17 @@ class MetadataAttribute:
         self.names = [str(n) for n in names] if names else []
 
     def from_records(self, records: Sequence[Any], where: str = "metadata.jsonl") -> np.ndarray:
-        raw = []
-        for lineno, rec in enumerate(records, start=1):
-            if self.attribute not in rec.attributes:
-                raise InvgenDataError(f"{where}:{lineno}: no attribute '{self.attribute}' in 'attributes'")
-            raw.append(str(rec.attributes[self.attribute]))
+        # A record read from the file knows its line; one made in memory is placed by its position.
+        at = [f"{where}:{lineno if getattr(rec, 'line', None) is None else rec.line}"
+              for lineno, rec in enumerate(records, start=1)]
+        raw = [str(rec.attribute(self.attribute, w)) for rec, w in zip(records, at, strict=True)]
         if not self.names:
             self.names = sorted(set(raw))
         index = {n: i for i, n in enumerate(self.names)}
-        for lineno, value in enumerate(raw, start=1):
+        for w, value in zip(at, raw, strict=True):
             if value not in index:
                 raise InvgenDataError(
-                    f"{where}:{lineno}: attribute '{self.attribute}' is {value!r}, "
+                    f"{w}: attribute '{self.attribute}' is {value!r}, "
                     f"not one of the values given ({', '.join(self.names)})"
                 )
         return np.fromiter((index[v] for v in raw), dtype=np.int64, count=len(raw))

@@ -94,7 +94,7 @@ def _metadata_agreement(
     records: Sequence[Any], attribute: str, names: list[str], values: np.ndarray
 ) -> float | None:
     """Share of images whose classified value equals the one in metadata.jsonl, when every record has one."""
-    truth = [r.attributes.get(attribute) for r in records]
+    truth = [r.attribute(attribute, default=None) for r in records]
     if any(t is None for t in truth):
         return None
     index = {n: i for i, n in enumerate(names)}

@@ -102,7 +102,7 @@ def train_base(cfg: BaseConfig, resume: bool = False) -> Path:
     trainer = Trainer(cfg.train, out, unet, desc="base")
     split = start_run(trainer, cfg, resume)
     if pipe is not None:
-        data = encode_for_pipeline(pipe, split, cfg.data, trainer.accelerator)
+        data = encode_for_pipeline(pipe, split, cfg.data, trainer.accelerator, out)
     else:
         data = encode_image_set(split, tokenizer, text_encoder, size=cfg.data.size)
 

@@ -4,7 +4,7 @@ text encoder."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +28,8 @@ class DataConfig:
     palette: str = "two"
     seed: int = 0
     # Latent-space pipelines (with a VAE) only: how images become latents, and where latents are cached
-    # (null: encode on every run). `size` is then the training resolution; images of other sizes are
+    # (null: in the run's own folder, `OUTPUT_DIR/latents`, encoded again by each new run; a shared folder
+    # lets runs reuse each other's). `size` is then the training resolution; images of other sizes are
     # resized (shorter side) and center-cropped to it.
     latents: Literal["sample", "mean"] = "sample"
     latent_cache: str | None = None
@@ -89,7 +90,7 @@ class EncodedSet:
 
     `x0` holds pixels in [-1, 1] for a pixel-space pipeline, or scaled VAE latents (`space == "latent"`)
     for a latent one: everything downstream (denoising loss, grouper, objective) is the same code.
-    With `data.latent_cache` set, latent `x0` is a memory-mapped view of the cache file
+    Latent `x0` is a memory-mapped view of the cache file
     (`invgen.train.latents.cached_latents`): consumers index rows (`x0[idx]`, `x0[a:b]`) and only those are read,
     so memory does not grow with the set.
     `embeddings` holds the per-prompt conditions of the pipeline's family (`invgen.train.conditioning`):
@@ -186,13 +187,19 @@ def _encode(root, conditions, size, vae, data, progress) -> EncodedSet:
     )
 
 
-def encode_for_pipeline(pipe, split: str | os.PathLike, data: DataConfig, accelerator) -> EncodedSet:
+def encode_for_pipeline(pipe, split: str | os.PathLike, data: DataConfig, accelerator,
+                        run_dir: str | os.PathLike | None = None) -> EncodedSet:
     """The image set encoded with a pipeline's own prompt encoding (`encode_prompt`) and VAE, if it has one.
 
+    Latents always go through an on-disk cache, read memory-mapped, so memory does not grow with the set:
+    `data.latent_cache` when set (shared between runs), else `run_dir/latents` (this run's jobs share it).
     The frozen encoders visit the accelerator's device only while encoding. The main process encodes
-    first, so with a latent cache the other processes read its file instead of encoding again.
+    first, so the other processes read its cache file instead of encoding again.
     """
     from invgen.train.conditioning import encode_conditions, text_encoders
+
+    if data.latent_cache is None and run_dir is not None:
+        data = replace(data, latent_cache=str(Path(run_dir) / "latents"))
 
     vae = getattr(pipe, "vae", None)
     parts = [m for m in (*text_encoders(pipe), vae) if m is not None]
