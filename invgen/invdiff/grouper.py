@@ -1,19 +1,20 @@
 """The max step: infer latent bias groups from a frozen model's own denoising losses.
 
-1. Per-sample losses l_i of the frozen model at fixed timesteps, averaged over several seeded noise
+1. Per-sample losses l_i of the frozen model at fixed noise levels, averaged over several seeded noise
    draws (so they are reproducible and less noisy). Bias-conflicting samples are those the biased model
-   finds hard; the noise level matters (mid-to-high noise separates best on colored digits). Each
-   family's recipe documents its level: t is a DDPM timestep for UNets and σ · 1000 for flow matching.
-2. Soft group weights W (N × G, rows on the simplex) fitted by projected gradient ascent on the spread
-   of the group-mean losses m_g = Σ_i W_ig l_i / Σ_i W_ig, each group weighted by its share
-   n_g / N (n_g = Σ_i W_ig), plus β · mean_g log(n_g / N). The share weighting and the log term keep
-   every group non-empty: the plain std of group means is maximised by one outlier alone in a group.
-   Losses are standardised first so β means the same on every model.
+   finds hard; the noise level matters. t is a DDPM timestep for UNets and σ · 1000 for flow matching;
+   `groups.timesteps: auto` (the default) chooses it from the losses alone (invgen/invdiff/levels.py).
+2. Groups: by default a mixture on standardised log-losses (invgen/invdiff/mixture.py). `method: spread`
+   is the earlier grouper kept here: soft group weights W (N × G, rows on the simplex) fitted by projected
+   gradient ascent on the spread of the group-mean losses m_g = Σ_i W_ig l_i / Σ_i W_ig, each group
+   weighted by its share n_g / N (n_g = Σ_i W_ig), plus β · mean_g log(n_g / N). The share weighting and
+   the log term keep every group non-empty: the plain std of group means is maximised by one outlier alone
+   in a group. Losses are standardised first so β means the same on every model.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
@@ -26,10 +27,22 @@ from invgen.config import check, check_seed
 @dataclass
 class GrouperConfig:
     source: Literal["inferred", "oracle"] = "inferred"
-    timesteps: list[int] = field(default_factory=lambda: [900])
+    # "auto": the level is chosen from the losses alone (invgen/invdiff/levels.py); or a list of levels (t for
+    # DDPM, σ·1000 for flow matching) whose losses are averaged.
+    timesteps: str | list[int] = "auto"
     noise_draws: int = 4
+    # The level scan of `timesteps: auto`: grid size, noise draws per scanned level.
+    scan_levels: int = 8
+    scan_draws: int = 1
+    # mixture: Gaussian mixture on standardised log-losses, BIC (invgen/invdiff/mixture.py); spread: the
+    # share-weighted spread of group means below (the earlier default, kept for comparison).
+    method: Literal["mixture", "spread"] = "mixture"
+    # mixture only: standardise the losses within each prompt (prompt) or over all samples (global).
+    standardize: Literal["prompt", "global"] = "prompt"
+    # At most this many groups (mixture: BIC may find fewer); exactly this many (spread).
     num_groups: int = 2
     assignment: Literal["soft", "hard"] = "soft"
+    # spread only: β, and the projected-gradient fit.
     balance: float = 0.05
     steps: int = 500
     learning_rate: float = 0.05
@@ -40,9 +53,16 @@ class GrouperConfig:
 
     def validate(self, prefix: str = "groups") -> None:
         check(self.num_groups >= 2, f"{prefix}.num_groups", f"must be at least 2, got {self.num_groups}")
-        check(self.noise_draws > 0, f"{prefix}.noise_draws", "must be positive")
-        check(bool(self.timesteps), f"{prefix}.timesteps", "must list at least one timestep")
-        check(all(0 <= t < 1000 for t in self.timesteps), f"{prefix}.timesteps", "must be in [0, 1000)")
+        check(self.noise_draws > 0, f"{prefix}.noise_draws", f"must be positive, got {self.noise_draws}")
+        if isinstance(self.timesteps, str):
+            check(self.timesteps == "auto", f"{prefix}.timesteps",
+                  f"must be auto or a list of levels in [0, 1000), got {self.timesteps!r}")
+        else:
+            check(bool(self.timesteps), f"{prefix}.timesteps", "must be auto or list at least one level")
+            check(all(0 <= t < 1000 for t in self.timesteps), f"{prefix}.timesteps",
+                  f"levels must be in [0, 1000), got {self.timesteps}")
+        check(3 <= self.scan_levels <= 50, f"{prefix}.scan_levels", f"must be from 3 to 50, got {self.scan_levels}")
+        check(self.scan_draws > 0, f"{prefix}.scan_draws", f"must be positive, got {self.scan_draws}")
         check(self.balance >= 0, f"{prefix}.balance", "must be 0 or more")
         check(self.learning_rate > 0, f"{prefix}.learning_rate", f"must be positive, got {self.learning_rate}")
         check_seed(self.seed, f"{prefix}.seed")
@@ -73,6 +93,31 @@ def per_sample_losses(
     Sample i's noise depends only on (seed, i + index_offset, t, draw), so the result does not depend on
     batching or on how samples are split across processes.
     """
+    table = loss_table(denoiser, objective, images, conditions, timesteps, range(noise_draws), seed, batch_size,
+                       device, progress, index_offset, prompt_index)
+    return table.mean((0, 1))
+
+
+@torch.no_grad()
+def loss_table(
+    denoiser,
+    objective,
+    images: torch.Tensor,
+    conditions: dict[str, torch.Tensor] | torch.Tensor,
+    timesteps: list[int],
+    draws: range | list[int],
+    seed: int = 0,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    index_offset: int = 0,
+    prompt_index: torch.Tensor | None = None,
+) -> np.ndarray:
+    """Per-sample losses (len(timesteps), len(draws), N) for the noise draws numbered `draws`.
+
+    Draw k at level t is the same noise whichever other draws or levels are asked for, so a level scan's
+    first draw is reused by the final losses at the chosen level.
+    """
     from invgen.train.conditioning import PROMPT_EMBEDS
     from invgen.train.diffusion import DenoisingObjective
 
@@ -81,9 +126,11 @@ def per_sample_losses(
     if isinstance(conditions, torch.Tensor):
         conditions = {PROMPT_EMBEDS: conditions}
     n = len(images)
-    total = torch.zeros(n, dtype=torch.float64)
-    jobs = [(t, k, s) for t in timesteps for k in range(noise_draws) for s in range(0, n, batch_size)]
-    for t, k, start in tqdm(jobs, desc="per-sample losses", disable=not progress, leave=False):
+    draws = list(draws)
+    table = np.zeros((len(timesteps), len(draws), n), dtype=np.float64)
+    jobs = [(a, b, s) for a in range(len(timesteps)) for b in range(len(draws)) for s in range(0, n, batch_size)]
+    for a, b, start in tqdm(jobs, desc="per-sample losses", disable=not progress, leave=False):
+        t, k = int(timesteps[a]), draws[b]
         idx = torch.arange(start, min(start + batch_size, n))
         noise = torch.stack([
             torch.randn(images.shape[1:], generator=_generator(_noise_seed(seed, int(i) + index_offset, t, k)))
@@ -93,8 +140,9 @@ def per_sample_losses(
         cond = {name: v[rows].to(device) for name, v in conditions.items()}
         x0 = images[idx].to(device)
         levels = objective.fixed_levels(t, len(idx))
-        total[idx] += objective.per_sample_loss(denoiser, x0, cond, levels, noise).double().cpu()
-    return (total / (len(timesteps) * noise_draws)).numpy()
+        loss = objective.per_sample_loss(denoiser, x0, cond, levels, noise)
+        table[a, b, start : start + len(idx)] = loss.double().cpu().numpy()
+    return table
 
 
 def _generator(seed: int) -> torch.Generator:

@@ -30,11 +30,13 @@ from invgen.invdiff.grouper import (
     GrouperConfig,
     fit_group_weights,
     harden,
+    loss_table,
     oracle_weights,
-    per_sample_losses,
     separation_report,
 )
 from invgen.invdiff.guidance import InvariantGuidance
+from invgen.invdiff.levels import LEVEL_CRITERION, level_score, select_level
+from invgen.invdiff.mixture import mixture_groups
 from invgen.invdiff.objective import group_robust_loss
 from invgen.models.denoisers import denoiser_of, pipeline_family
 from invgen.train.data import DataConfig, encode_for_pipeline, prepare_dataset
@@ -105,6 +107,7 @@ def infer_groups(cfg: InvDiffConfig) -> Path:
     accelerator.wait_for_everyone()
     data = encode_for_pipeline(pipe, split, cfg.data, accelerator, out)
     truth = _true_groups(data.image_set, g.oracle_attribute)
+    report_extra: dict = {"timesteps_requested": g.timesteps, "timesteps": g.timesteps}
 
     if g.source == "oracle":
         if truth is None:
@@ -114,20 +117,57 @@ def infer_groups(cfg: InvDiffConfig) -> Path:
     else:
         objective = DenoisingObjective.for_pipeline(pipe, cfg.objective.flow_matching)
         denoiser = denoiser_of(pipe).to(accelerator.device).eval()
-        # Each process scores a contiguous slice; the slices are gathered in order.
+        prompts = data.prompt_index.numpy()
         n = len(data.x0)
         per = -(-n // accelerator.num_processes)
         lo, hi = accelerator.process_index * per, min(n, (accelerator.process_index + 1) * per)
-        with accelerator.autocast():
-            part = per_sample_losses(
-                denoiser, objective, data.x0[lo:hi], data.embeddings, g.timesteps, g.noise_draws,
-                seed=g.seed, batch_size=g.batch_size, device=accelerator.device,
-                progress=accelerator.is_main_process, index_offset=lo, prompt_index=data.prompt_index[lo:hi],
-            )
-        padded = torch.zeros(per, dtype=torch.float64)
-        padded[: len(part)] = torch.from_numpy(part)
-        losses = accelerator.gather(padded.to(accelerator.device)).cpu().numpy()[:n]
-        weights = fit_group_weights(losses, g.num_groups, g.balance, g.steps, g.learning_rate, g.seed)
+
+        def table(levels: list[int], draws: range) -> np.ndarray:
+            # Each process scores a contiguous slice; the slices are gathered in order.
+            with accelerator.autocast():
+                part = loss_table(
+                    denoiser, objective, data.x0[lo:hi], data.embeddings, levels, draws, seed=g.seed,
+                    batch_size=g.batch_size, device=accelerator.device, progress=accelerator.is_main_process,
+                    index_offset=lo, prompt_index=data.prompt_index[lo:hi],
+                )
+            padded = torch.zeros((len(levels), len(draws), per), dtype=torch.float64)
+            padded[:, :, : part.shape[2]] = torch.from_numpy(part)
+            gathered = accelerator.gather(padded.permute(2, 0, 1).contiguous().to(accelerator.device))
+            return gathered.cpu().numpy()[:n].transpose(1, 2, 0)
+
+        if g.timesteps == "auto":
+            # Scan with the first `scan_draws` draws, then add the remaining draws at the chosen levels only.
+            scans: dict[int, np.ndarray] = {}
+
+            def score_at(t: int) -> float:
+                scans[t] = table([t], range(g.scan_draws))[0]
+                return level_score(scans[t].mean(0), prompts)[0]
+
+            levels, scan = select_level(score_at, objective, g.scan_levels)
+            per_level = []
+            for t in levels:
+                have = scans[t]
+                if g.noise_draws > g.scan_draws:
+                    have = np.concatenate([have, table([t], range(g.scan_draws, g.noise_draws))[0]])
+                per_level.append(have[: g.noise_draws].mean(0))
+            per_level = np.stack(per_level)
+            report_extra["level_scan"] = {**scan, "criterion": LEVEL_CRITERION, "draws": g.scan_draws}
+            report_extra["chosen_level"] = levels
+        else:
+            levels = list(g.timesteps)
+            per_level = table(levels, range(g.noise_draws)).mean(1)
+        losses = per_level.mean(0)
+        report_extra["timesteps"] = levels
+        if g.method == "mixture":
+            weights, info = mixture_groups(per_level, prompts if g.standardize == "prompt" else None, g.num_groups)
+        else:
+            weights = fit_group_weights(losses, g.num_groups, g.balance, g.steps, g.learning_rate, g.seed)
+            info = {"method": "spread"}
+        report_extra["grouper"] = info
+        if "warning" in info:
+            report_extra["warning"] = info["warning"]
+            if accelerator.is_main_process:
+                print(f"warning: {info['warning']}")
         if g.assignment == "hard":
             weights = harden(weights)
 
@@ -141,7 +181,7 @@ def infer_groups(cfg: InvDiffConfig) -> Path:
         meta = {"file_names": json.dumps([r.file_name for r in data.image_set.records]), "source": g.source}
         with atomic_file(out / GROUPS_WEIGHTS, "wb") as f:
             f.write(save(tensors, metadata=meta))
-        report = {"source": g.source, "n": len(weights), "timesteps": g.timesteps, "family": pipeline_family(pipe),
+        report = {"source": g.source, "n": len(weights), "family": pipeline_family(pipe), **report_extra,
                   **separation_report(losses, weights, truth)}
         write_json(out / GROUPS_REPORT, report)
         _print_groups(report)
