@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,26 +12,10 @@ from typing import Any
 from invgen.atomic import json_text, write_json, write_text
 from invgen.audit.figures import QUALITY_KEYS
 from invgen.audit.folder import CSV, HISTOGRAM, MARKDOWN, PREDICTIONS, REPORT
-from invgen.metrics.report import METRIC_TITLES, REPORT_METRICS, json_safe
+from invgen.metrics.report import METRIC_TITLES, REPORT_METRICS, fmt, fmt_ci, json_safe, md_cell
 
 _QUALITY_TITLES = {"clip_score": "CLIP-T ↑", "clip_i_to_base": "CLIP-I to base ↑",
                    "pixel_similarity_to_base": "1 − pixel MAE to base ↑", "ssim_to_base": "SSIM to base ↑"}
-
-
-def _num(x: Any, digits: int = 3) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "–"
-    return f"{x:.{digits}f}" if isinstance(x, float) else str(x)
-
-
-def _ci(value: Any, ci: Any) -> str:
-    if not ci or any(c is None or (isinstance(c, float) and not math.isfinite(c)) for c in ci):
-        return _num(value)
-    return f"{_num(value)} [{_num(ci[0])}, {_num(ci[1])}]"
-
-
-def _cell(text: Any) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 # -------------------------------------------------------------------------------------------------- CSV
@@ -91,9 +74,9 @@ def _overall_table(fig: Mapping[str, Any], conf: int) -> list[str]:
     lines = [f"| metric | mean over prompts [{conf}% CI] | ± std over prompts | at target | pooled |",
              "| --- | --- | --- | --- | --- |"]
     for key in REPORT_METRICS:
-        lines.append(f"| {METRIC_TITLES[key]} | {_ci(fig.get(key), fig.get('ci', {}).get(key))} "
-                     f"| {_num(fig.get('std', {}).get(key))} | {_num(fig.get('at_target', {}).get(key))} "
-                     f"| {_num(fig['pooled'].get(key))} |")
+        lines.append(f"| {METRIC_TITLES[key]} | {fmt_ci(fig.get(key), fig.get('ci', {}).get(key))} "
+                     f"| {fmt(fig.get('std', {}).get(key))} | {fmt(fig.get('at_target', {}).get(key))} "
+                     f"| {fmt(fig['pooled'].get(key))} |")
     return lines
 
 
@@ -119,7 +102,7 @@ def report_markdown(report: Mapping[str, Any], grids: Mapping[str, str] | None =
     names = list(report["values"])
     conf = int(round(100 * report.get("confidence", 0.95)))
     n, nf = report["n_images"], report["n_no_face"]
-    lines = [f"# Audit: {_cell(report['attribute'])} on {_cell(report['protocol']['suite'])}", "",
+    lines = [f"# Audit: {md_cell(report['attribute'])} on {md_cell(report['protocol']['suite'])}", "",
              *_protocol_lines(report), "",
              f"{n} images, {report['n_prompts']} prompts; {report['n_measured']} counted. Overall = mean over "
              "prompts of each prompt's figure; *at target* is what a model exactly at the uniform target scores "
@@ -133,37 +116,37 @@ def report_markdown(report: Mapping[str, Any], grids: Mapping[str, str] | None =
         lines += ["No image was counted, so there is no bias figure (–).", ""]
     lines += _overall_table(report, conf)
     for part, fig in report.get("parts", {}).items():
-        lines += ["", f"### {_cell(part)} alone ({', '.join(fig['values'])})", "", *_overall_table(fig, conf)]
+        lines += ["", f"### {md_cell(part)} alone ({', '.join(fig['values'])})", "", *_overall_table(fig, conf)]
     if "base" in report:
         base, key = report["base"], "bias_score"
         before, after = base.get(key), report.get(key)
-        change = f" ({after - before:+.3f})" if _num(before) != "–" and _num(after) != "–" else ""
+        change = f" ({after - before:+.3f})" if fmt(before) != "–" and fmt(after) != "–" else ""
         lines += ["", "### The base model, same seeds, without the adapter", "",
-                  f"Bias score {_ci(before, base.get('ci', {}).get(key))} without the adapter, "
-                  f"{_ci(after, report.get('ci', {}).get(key))} with it{change}"
+                  f"Bias score {fmt_ci(before, base.get('ci', {}).get(key))} without the adapter, "
+                  f"{fmt_ci(after, report.get('ci', {}).get(key))} with it{change}"
                   + (f"; {base['n_no_face']} of {base['n_images']} base images without a face."
                      if report["detector"] != "none" else "."), "", *_overall_table(base, conf)]
     quality = report.get("quality")
     if quality:
         lines += ["", "## Quality", "", "| " + " | ".join(_QUALITY_TITLES[k] for k in QUALITY_KEYS if k in quality)
                   + " |", "|" + " --- |" * sum(k in quality for k in QUALITY_KEYS),
-                  "| " + " | ".join(_num(quality[k]) for k in QUALITY_KEYS if k in quality) + " |"]
+                  "| " + " | ".join(fmt(quality[k]) for k in QUALITY_KEYS if k in quality) + " |"]
     quality_cols = [k for k in QUALITY_KEYS if k in (quality or {})]
     faces = report["detector"] != "none"  # without a detector every image "has a face": no column for it
     lines += ["", "## Per prompt", "",
-              "| prompt | images | " + ("no face | " if faces else "") + " | ".join(_cell(v) for v in names)
+              "| prompt | images | " + ("no face | " if faces else "") + " | ".join(md_cell(v) for v in names)
               + " | bias score | entropy |" + "".join(f" {_QUALITY_TITLES[k]} |" for k in quality_cols),
               "|" + " --- |" * (len(names) + 4 + faces + len(quality_cols))]
     for prompt, e in report["per_prompt"].items():
         counts = " | ".join(str(e["counts"][v]) for v in names)
         no_face = f" {e['no_face']} |" if faces else ""
-        lines.append(f"| {_cell(prompt)} | {e['n_images']} |{no_face} {counts} "
-                     f"| {_ci(e.get('bias_score'), e.get('ci', {}).get('bias_score'))} | {_num(e.get('entropy'))} |"
-                     + "".join(f" {_num(e.get(k))} |" for k in quality_cols))
-    lines += ["", f"![{_cell(report['attribute'])} per prompt]({HISTOGRAM})"]
+        lines.append(f"| {md_cell(prompt)} | {e['n_images']} |{no_face} {counts} "
+                     f"| {fmt_ci(e.get('bias_score'), e.get('ci', {}).get('bias_score'))} | {fmt(e.get('entropy'))} |"
+                     + "".join(f" {fmt(e.get(k))} |" for k in quality_cols))
+    lines += ["", f"![{md_cell(report['attribute'])} per prompt]({HISTOGRAM})"]
     if grids:
         lines += ["", "## Grids", "", "Each image is labelled with its predicted value (or \"no face\").", ""]
-        lines += [f"- [{_cell(prompt)}]({path})" for prompt, path in grids.items()]
+        lines += [f"- [{md_cell(prompt)}]({path})" for prompt, path in grids.items()]
     return "\n".join(lines) + "\n"
 
 

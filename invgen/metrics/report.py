@@ -404,7 +404,7 @@ def json_safe(obj: Any) -> Any:
     return obj
 
 
-def _fmt(x: Any, digits: int = 3) -> str:
+def fmt(x: Any, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "–"
     if isinstance(x, float):
@@ -412,13 +412,13 @@ def _fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
-def _fmt_ci(value: Any, ci: Sequence[Any] | None) -> str:
+def fmt_ci(value: Any, ci: Sequence[Any] | None) -> str:
     if not ci or any(c is None or (isinstance(c, float) and math.isnan(c)) for c in ci):
-        return _fmt(value)
-    return f"{_fmt(value)} [{_fmt(ci[0])}, {_fmt(ci[1])}]"
+        return fmt(value)
+    return f"{fmt(value)} [{fmt(ci[0])}, {fmt(ci[1])}]"
 
 
-def _md_escape(text: str) -> str:
+def md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
@@ -428,7 +428,7 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     target = ", ".join(f"{n} {t:.2f}" for n, t in zip(names, report["target"], strict=True))
     conf = int(round(100 * report.get("confidence", 0.95)))
     lines = [
-        f"# Bias report: {_md_escape(report['samples'])}",
+        f"# Bias report: {md_cell(report['samples'])}",
         "",
         f"{report['n_images']} images, {report['n_prompts']} prompts; attribute **{report['attribute']}** "
         f"read by `{report['classifier']}`; target {target}. Overall = mean over prompts, "
@@ -442,8 +442,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     floor = report.get("at_target", {})
     for key in REPORT_METRICS:
         lines.append(
-            f"| {METRIC_TITLES[key]} | {_fmt_ci(report.get(key), ci.get(key))} "
-            f"| {_fmt(floor.get(key))} | {_fmt(report['pooled'].get(key))} |"
+            f"| {METRIC_TITLES[key]} | {fmt_ci(report.get(key), ci.get(key))} "
+            f"| {fmt(floor.get(key))} | {fmt(report['pooled'].get(key))} |"
         )
     if "metadata_agreement" in report:
         lines += [
@@ -467,8 +467,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         counts = " | ".join(str(e["counts"][n]) for n in names)
         cell = f" {e.get('unreadable', 0)} |" if unreadable else ""
         lines.append(
-            f"| {_md_escape(prompt)} | {e['n']} | {counts} |{cell} "
-            f"{_fmt_ci(e.get('bias_score'), e.get('ci', {}).get('bias_score'))} | {_fmt(e.get('entropy'))} |"
+            f"| {md_cell(prompt)} | {e['n']} | {counts} |{cell} "
+            f"{fmt_ci(e.get('bias_score'), e.get('ci', {}).get('bias_score'))} | {fmt(e.get('entropy'))} |"
         )
     if "t2i" in report:
         t = report["t2i"]
@@ -478,9 +478,9 @@ def report_markdown(report: Mapping[str, Any]) -> str:
             "",
             "| B_D | M | B_D/(M−1) (ours) | H_J | H⁺ | H⁻ | M_G | mean 1−P(prompt) |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |",
-            f"| {_fmt(t.get('B_D'))} | {t.get('M')} | {_fmt(t.get('B_D_size_free'))} | {_fmt(t.get('H_J'))} "
-            f"| {_fmt(t.get('H_plus'))} | {_fmt(t.get('H_minus'))} | {_fmt(t.get('M_G'))} "
-            f"| {_fmt(t.get('mean_1_minus_p'))} |",
+            f"| {fmt(t.get('B_D'))} | {t.get('M')} | {fmt(t.get('B_D_size_free'))} | {fmt(t.get('H_J'))} "
+            f"| {fmt(t.get('H_plus'))} | {fmt(t.get('H_minus'))} | {fmt(t.get('M_G'))} "
+            f"| {fmt(t.get('mean_1_minus_p'))} |",
         ]
     if "quality" in report:
         q = report["quality"]
@@ -490,8 +490,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
             "",
             "| FID ↓ | precision ↑ | recall ↑ | CLIP score ↑ | features |",
             "| --- | --- | --- | --- | --- |",
-            f"| {_fmt(q.get('fid'))} | {_fmt(q.get('precision'))} | {_fmt(q.get('recall'))} "
-            f"| {_fmt(q.get('clip_score'))} | {q.get('features', '–')} |",
+            f"| {fmt(q.get('fid'))} | {fmt(q.get('precision'))} | {fmt(q.get('recall'))} "
+            f"| {fmt(q.get('clip_score'))} | {q.get('features', '–')} |",
         ]
     return "\n".join(lines) + "\n"
 
@@ -638,14 +638,14 @@ def comparison_markdown(comparison: Mapping[str, Any]) -> str:
         f"Baseline: **{comparison['baseline']}**. Overall = mean over prompts [{conf}% bootstrap interval]; "
         "× = ratio to the baseline.",
         "",
-        "| metric | " + " | ".join(_md_escape(lbl) for lbl in labels) + " |",
+        "| metric | " + " | ".join(md_cell(lbl) for lbl in labels) + " |",
         "| --- | " + " | ".join("---" for _ in labels) + " |",
     ]
     for key in REPORT_METRICS:
         cells = []
         for label in labels:
             m = comparison["metrics"][label]
-            cell = _fmt_ci(m.get(key), m.get("ci", {}).get(key))
+            cell = fmt_ci(m.get(key), m.get("ci", {}).get(key))
             ratio = comparison["ratio_to_baseline"][label].get(key)
             if label != comparison["baseline"] and ratio is not None:
                 cell += f" (×{ratio:.2f})"
@@ -664,15 +664,15 @@ def comparison_markdown(comparison: Mapping[str, Any]) -> str:
         for key in keys:
             vals = [comparison["metrics"][lbl].get(section, {}).get(key) for lbl in labels]
             if any(v is not None for v in vals):
-                lines.append(f"| {key} | " + " | ".join(_fmt(v) for v in vals) + " |")
+                lines.append(f"| {key} | " + " | ".join(fmt(v) for v in vals) + " |")
     lines += [
         "",
-        "| prompt | " + " | ".join(f"bias: {_md_escape(lbl)}" for lbl in labels) + " |",
+        "| prompt | " + " | ".join(f"bias: {md_cell(lbl)}" for lbl in labels) + " |",
         "| --- | " + " | ".join("---" for _ in labels) + " |",
     ]
     for prompt, by_label in comparison["per_prompt"].items():
-        cells = [_fmt(by_label.get(lbl, {}).get("bias_score")) for lbl in labels]
-        lines.append(f"| {_md_escape(prompt)} | " + " | ".join(cells) + " |")
+        cells = [fmt(by_label.get(lbl, {}).get("bias_score")) for lbl in labels]
+        lines.append(f"| {md_cell(prompt)} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
