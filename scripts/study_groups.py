@@ -34,7 +34,7 @@ def dump(args: argparse.Namespace) -> None:
 
     out = Path(args.out)
     cfg = load_config(InvDiffConfig, args.config, [f"base_model={args.base}", f"data.root={args.data}",
-                                                   f"output_dir={out.parent / (out.stem + '_work')}"])
+                                                   f"output_dir={out.parent / (out.stem + '_work')}", *args.set])
     accelerator = Accelerator()
     pipe = _load_base(cfg)
     split = prepare_dataset(cfg.data, True)
@@ -82,14 +82,20 @@ def evaluate(paths: list[str], base: str) -> None:
         def nearest(t: int, levels=levels) -> int:
             return int(levels[np.argmin(np.abs(levels - t))])
 
-        chosen, scan = select_level(lambda t, by_t=by_t: by_t[nearest(t)]["score"], objective, 8)
+        def score_at(t: int, draws: int, levels=levels, losses=losses, prompts=prompts) -> float:
+            a = int(np.flatnonzero(levels == nearest(t))[0])
+            return level_score(losses[a, :draws].mean(0), prompts)[0]
+
+        chosen, scan = select_level(score_at, objective, 8, 1, losses.shape[1])
         chosen = list(dict.fromkeys(nearest(t) for t in chosen))
         best_true = max(rows, key=lambda r: r["auc_all_draws"])["t"]
         print(f"selector: scanned {scan['levels']} -> {scan['chosen']} ~ dump levels {chosen}; "
               f"best true AUC {by_t[best_true]['auc_all_draws']} at t = {best_true}")
-        for ts in dict.fromkeys((tuple(chosen), (chosen[0],), (900,), (best_true,))):
+        rounds = (f"{r['draws']} draws {dict(zip(r['levels'], r['score'], strict=True))}" for r in scan["rounds"])
+        print("  rounds: " + "; ".join(rounds))
+        for ts in dict.fromkeys((tuple(chosen), (nearest(900),), (best_true,))):
             idx = [int(np.flatnonzero(levels == t)[0]) for t in ts]
-            for draws in (4, 2):
+            for draws in [d for d in (1, 2, 4, 8, 16, 32) if d <= losses.shape[1]]:
                 per_level = losses[idx, :draws].mean(1)
                 for name, (w, info) in {
                     "spread": (fit_group_weights(per_level.mean(0)), {}),
@@ -110,6 +116,8 @@ def main() -> None:
     ap.add_argument("--base")
     ap.add_argument("--data")
     ap.add_argument("--config", default="configs/digits/invdiff.yaml")
+    ap.add_argument("--set", nargs="*", default=[],
+                    help="config overrides, e.g. data.p_align=0.99 (they must match the data the base was trained on)")
     ap.add_argument("--levels", type=int, nargs="+", default=DEFAULT_LEVELS)
     ap.add_argument("--draws", type=int, default=4)
     ap.add_argument("--out", default="runs/study15/losses.npz")

@@ -30,7 +30,10 @@ class GrouperConfig:
     # "auto": the level is chosen from the losses alone (invgen/invdiff/levels.py); or a list of levels (t for
     # DDPM, σ·1000 for flow matching) whose losses are averaged.
     timesteps: str | list[int] = "auto"
-    noise_draws: int = 4
+    # Noise draws of the final losses (and the most any round of the `auto` selector uses): on digits the loss
+    # ROC-AUC at the chosen level grows 0.82 → 0.95 → 0.99 with 1 → 4 → 16 draws. The real-model recipes
+    # use 2 for cost (docs/real-models.md).
+    noise_draws: int = 16
     # The level scan of `timesteps: auto`: grid size, noise draws per scanned level.
     scan_levels: int = 8
     scan_draws: int = 1

@@ -3,7 +3,8 @@
 Levels are written as the grouper writes them: a DDPM timestep t for UNets (epsilon or v-prediction), σ·1000
 for flow matching. The scan is schedule-aware: `level_grid` spaces its levels evenly in log signal-to-noise
 ratio between the levels t = 100 and t = 950 (σ = 0.1 and 0.95), so the same grid size covers every schedule
-alike. Each level is scored by `level_score` on the losses of one noise draw.
+alike. Each level is scored by `level_score`; `select_level` keeps the better half of the levels round after
+round, with twice the noise draws each time.
 """
 
 from __future__ import annotations
@@ -58,31 +59,50 @@ def level_score(losses: np.ndarray, prompt_index: np.ndarray | None = None) -> t
 
 
 def select_level(
-    score_at: Callable[[int], float],
+    score_at: Callable[[int, int], float],
     objective,
     grid_size: int = 8,
+    scan_draws: int = 1,
+    draws: int = 16,
 ) -> tuple[list[int], dict]:
-    """The best level of a coarse log-SNR grid, refined once halfway to its neighbours, and the better-scoring
-    of its two neighbours in the refined scan (their losses are averaged: near the best level the minority
-    still stands out, and a second level's noise draws are as good as more draws at the best one).
+    """The level whose losses best show a minority, by successive halving over a log-SNR grid.
 
-    `score_at(level)` scores one level (from its losses); returns [best, neighbour] and the curve for
-    groups.json.
+    `score_at(level, d)` scores a level on the mean of its first d noise draws (a caller that keeps the
+    draws pays only for the new ones). The coarse grid is scored with `scan_draws` draws and refined once
+    halfway to the best level's neighbours; then, round after round, the better half of the levels is kept
+    and re-scored with twice the draws (at most `draws`), until one is left.
+
+    Why halving rather than the best single-draw score: with few draws the criterion is dominated by noise
+    and favours a lower level than the one where the minority separates best (digits, 1,200-step base: the
+    one-draw criterion peaks at t = 833, the 16-draw one at t = 908, where the loss ROC-AUC is 0.99 against
+    0.96). Halving spends the draws where the choice is made: 10 levels cost 37 draws to reach 16.
+
+    Returns [level] and the record for groups.json: the scanned levels, their log-SNR and first-round score
+    (`score`), each round's draws, levels and scores (`rounds`), and `chosen`.
     """
     grid = level_grid(objective, grid_size)
-    curve = {t: score_at(t) for t in grid}
-    best = max(curve, key=curve.get)
+    first = {t: score_at(t, scan_draws) for t in grid}
+    best = max(first, key=first.get)
     i = grid.index(best)
     snr = log_snr(objective, grid)
     for j in (i - 1, i + 1):
         if 0 <= j < len(grid):
             mid = level_at(objective, (snr[i] + snr[j]) / 2)
-            if mid not in curve:
-                curve[mid] = score_at(mid)
-    levels = sorted(curve)
-    best = max(curve, key=curve.get)
-    k = levels.index(best)
-    near = [levels[j] for j in (k - 1, k + 1) if 0 <= j < len(levels)]
-    chosen = [best] + ([max(near, key=curve.get)] if near else [])
+            if mid not in first:
+                first[mid] = score_at(mid, scan_draws)
+    scores, d = dict(first), scan_draws
+    rounds = [_round(d, scores)]
+    while len(scores) > 1:
+        keep = sorted(scores, key=scores.get, reverse=True)[: -(-len(scores) // 2)]
+        d = min(2 * d, max(draws, scan_draws))
+        scores = {t: score_at(t, d) for t in keep}
+        rounds.append(_round(d, scores))
+    chosen = [next(iter(scores))]
+    levels = sorted(first)
     return chosen, {"levels": levels, "log_snr": np.round(log_snr(objective, levels), 3).tolist(),
-                    "score": [round(float(curve[t]), 5) for t in levels], "chosen": chosen}
+                    "score": [round(float(first[t]), 5) for t in levels], "rounds": rounds, "chosen": chosen}
+
+
+def _round(draws: int, scores: dict[int, float]) -> dict:
+    levels = sorted(scores)
+    return {"draws": draws, "levels": levels, "score": [round(float(scores[t]), 5) for t in levels]}

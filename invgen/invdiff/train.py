@@ -136,22 +136,20 @@ def infer_groups(cfg: InvDiffConfig) -> Path:
             return gathered.cpu().numpy()[:n].transpose(1, 2, 0)
 
         if g.timesteps == "auto":
-            # Scan with the first `scan_draws` draws, then add the remaining draws at the chosen levels only.
-            scans: dict[int, np.ndarray] = {}
+            # Draws are kept per level, so each round of the selector only computes the new ones, and the
+            # chosen level's final losses reuse them all.
+            kept: dict[int, np.ndarray] = {}
 
-            def score_at(t: int) -> float:
-                scans[t] = table([t], range(g.scan_draws))[0]
-                return level_score(scans[t].mean(0), prompts)[0]
+            def draws_at(t: int, d: int) -> np.ndarray:
+                have = kept.get(t, np.zeros((0, n)))
+                if len(have) < d:
+                    kept[t] = have = np.concatenate([have, table([t], range(len(have), d))[0]])
+                return have[:d]
 
-            levels, scan = select_level(score_at, objective, g.scan_levels)
-            per_level = []
-            for t in levels:
-                have = scans[t]
-                if g.noise_draws > g.scan_draws:
-                    have = np.concatenate([have, table([t], range(g.scan_draws, g.noise_draws))[0]])
-                per_level.append(have[: g.noise_draws].mean(0))
-            per_level = np.stack(per_level)
-            report_extra["level_scan"] = {**scan, "criterion": LEVEL_CRITERION, "draws": g.scan_draws}
+            levels, scan = select_level(lambda t, d: level_score(draws_at(t, d).mean(0), prompts)[0], objective,
+                                        g.scan_levels, g.scan_draws, g.noise_draws)
+            per_level = np.stack([draws_at(t, g.noise_draws).mean(0) for t in levels])
+            report_extra["level_scan"] = {**scan, "criterion": LEVEL_CRITERION}
             report_extra["chosen_level"] = levels
         else:
             levels = list(g.timesteps)
