@@ -35,7 +35,8 @@ import torch
 
 from invgen.atomic import write_json, write_text
 
-# --quick: a complete run (base, groups, two adapters, evaluation) in under 15 minutes on 2 cores. Half the
+# --quick: a complete run from nothing (base, groups, two adapters, evaluation); the aim is under 15 minutes on 2
+# cores, measured 20.8 min (docs/benchmarks.md, "InvDiff without tuning"). Half the
 # adapter steps at twice the learning rate reach about what the config's 1,000 steps do (oracle groups on the
 # 1,200-step base: 0.39 x base bias at 1,000 steps, 0.42 x at 400 steps and lr 4e-3, 0.51 x at 400 and 2e-3);
 # 50 images per prompt, since with 20 an unbiased model already scores about 0.18.
@@ -534,7 +535,7 @@ def single_run(args) -> dict:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true",
-                    help=f"single run from nothing in under 15 minutes on 2 cores ({QUICK})")
+                    help=f"single small run from nothing, about 21 minutes on 2 cores ({QUICK})")
     ap.add_argument("--matrix", action="store_true", help="the robustness matrix instead of a single run")
     ap.add_argument("--work", default=None, help="run folder (runs/bench_invdiff, or runs/bench_invdiff/matrix)")
     ap.add_argument("--base", default=None,

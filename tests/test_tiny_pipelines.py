@@ -102,7 +102,11 @@ def test_save_and_load_gives_the_same_images(pipes, kind, tmp_path):
         if getattr(pipe, name, None) is not None:
             assert type(getattr(loaded, name)) is type(getattr(pipe, name))
             assert getattr(loaded, name)(prompt).input_ids == getattr(pipe, name)(prompt).input_ids
-    np.testing.assert_array_equal(generate(pipe, "a photo of a doctor"), generate(loaded, "a photo of a doctor"))
+    # Same weights, same images up to float round-off: a loaded model's tensors may sit at other addresses, and
+    # the CPU kernels then sum in another order (Flux differed by 7e-7 in one CI run). A wrong weight moves
+    # pixels by far more than 1e-5.
+    np.testing.assert_allclose(generate(pipe, "a photo of a doctor"), generate(loaded, "a photo of a doctor"),
+                               rtol=0, atol=1e-5)
 
 
 def test_same_seed_same_weights_other_seed_other_weights():
