@@ -37,6 +37,11 @@ def dump(args: argparse.Namespace) -> None:
                                                    f"output_dir={out.parent / (out.stem + '_work')}", *args.set])
     accelerator = Accelerator()
     pipe = _load_base(cfg)
+    if args.adapter:
+        from invgen.invdiff.guidance import InvariantGuidance
+
+        # The max-min question: are the groups purer when re-estimated from the partly debiased model?
+        InvariantGuidance.from_pretrained(args.adapter).attach(pipe, scale=1.0)
     split = prepare_dataset(cfg.data, True)
     data = encode_for_pipeline(pipe, split, cfg.data, accelerator, Path(cfg.output_dir))
     truth = _true_groups(data.image_set, cfg.groups.oracle_attribute)
@@ -118,6 +123,7 @@ def main() -> None:
     ap.add_argument("--config", default="configs/digits/invdiff.yaml")
     ap.add_argument("--set", nargs="*", default=[],
                     help="config overrides, e.g. data.p_align=0.99 (they must match the data the base was trained on)")
+    ap.add_argument("--adapter", default=None, help="dump: a trained InvDiff run whose adapter is attached first")
     ap.add_argument("--levels", type=int, nargs="+", default=DEFAULT_LEVELS)
     ap.add_argument("--draws", type=int, default=4)
     ap.add_argument("--out", default="runs/study15/losses.npz")

@@ -190,3 +190,14 @@ def test_acceptance_rule():
     assert bench.meets({**row, "inferred_vs_base": 0.55})
     assert not bench.meets({**row, "inferred_vs_base": 0.55, "fidelity_drop_points": 6.0})
     assert bench.meets({**row, "oracle_vs_base": 0.7, "inferred_vs_base": 0.78})
+
+
+def test_single_run_jobs_keep_their_order_in_one_thread_processes_of_their_own():
+    import os
+
+    import torch
+
+    jobs = [(os.getpid, ()), (torch.get_num_threads, ()), (divmod, (7, 2))]
+    pid, threads, qr = bench.run_jobs(jobs, workers=2)
+    assert pid != os.getpid() and threads == 1 and qr == (3, 1)
+    assert bench.run_jobs(jobs, workers=1) == [os.getpid(), torch.get_num_threads(), (3, 1)]
