@@ -138,12 +138,12 @@ def train_base_model(out: Path, data_root: Path, steps: int | None, p_align: flo
     if steps is not None:
         over.append(f"train.steps={steps}")
     if processes > 1 and not torch.cuda.is_available():
-        import os
         import subprocess
 
-        env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-               "-m", "invgen.train", "base", "--config", "configs/digits/base.yaml", "--resume", *over]
+        from invgen.distributed import cpu_launch_command
+
+        cmd, env = cpu_launch_command(
+            ["-m", "invgen.train", "base", "--config", "configs/digits/base.yaml", "--resume", *over], processes)
         subprocess.run(cmd, env=env, check=True)
         return
     train_base(load_config(BaseConfig, "configs/digits/base.yaml", over), resume=True)

@@ -56,13 +56,12 @@ def launch_two_cpu(args, cwd=None, timeout=600):
     `accelerate launch --cpu --num_processes 2` starts a single process without mpirun; `--multi_gpu` with
     ACCELERATE_USE_CPU=1 starts two that `Accelerator` and `invgen.distributed.process_state` join.
     """
-    import os
     import subprocess
-    import sys
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1"}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", *args]
+    from invgen.distributed import cpu_launch_command
+
+    cmd, env = cpu_launch_command(list(args), 2)
+    env["HF_HUB_OFFLINE"] = "1"
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, cwd=cwd)
 
 
