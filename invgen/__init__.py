@@ -1,7 +1,7 @@
 """invgen: debias generative image models without bias labels.
 
 Public API (everything else may change):
-- `InvariantGuidance`: attach a trained InvDiff adapter to any diffusers pipeline with a `unet`.
+- `InvariantGuidance`: attach a trained InvDiff adapter to a diffusers pipeline (SD, SDXL, SD3, Flux).
 - `load_pipeline`, `PixelTextToImagePipeline`: models.
 - `read_imagefolder`, `write_imagefolder`, `make_colored_digits`: image sets.
 - `bias_report`: bias metrics on a generated set.

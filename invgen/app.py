@@ -382,6 +382,8 @@ def _views_tab(gr, models: _Models, pipeline) -> None:
     def make_views(pipeline_name, image, class_text, label, method, strength, seed, steps):
         import torch
 
+        from invgen.pixels import to_uint8
+
         if image is None:
             raise InvgenConfigError("upload an image or sample one first")
         prompts, label = source_class(class_text, label)
@@ -410,7 +412,7 @@ def _views_tab(gr, models: _Models, pipeline) -> None:
                 views = out.views
                 captions = [f"view {i + 1}: noise level {level:.2f} (foreground {share:.2f})"
                             for i, (level, share) in enumerate(zip(out.noise_levels, out.proportions, strict=True))]
-        pixels = ((views.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+        pixels = to_uint8(views)
         return list(zip(_for_display(pixels), captions, strict=True))
 
     with gr.Tab("Views"):
@@ -440,10 +442,10 @@ def _views_tab(gr, models: _Models, pipeline) -> None:
 
 def _image_tensor(pipe, image: np.ndarray):
     """An uploaded image as the float tensor (1, 3, H, W) in [-1, 1] the view makers take, at the model's size."""
-    import torch
     from PIL import Image
 
     from invgen.models.denoisers import denoiser_of
+    from invgen.pixels import to_signed
 
     # The pipeline's own default size where it declares one (SDXL, SD3, Flux; a Flux transformer has no
     # sample_size), else the denoiser's.
@@ -455,8 +457,7 @@ def _image_tensor(pipe, image: np.ndarray):
     pil = Image.fromarray(arr[..., :3].astype(np.uint8)).convert("RGB")
     if pil.size != (side, side):
         pil = pil.resize((side, side), Image.Resampling.BICUBIC)
-    x = torch.from_numpy(np.array(pil)).permute(2, 0, 1).float() / 127.5 - 1.0
-    return x[None]
+    return to_signed(np.asarray(pil))[None]
 
 
 # --------------------------------------------------------------------------------------- audit tab

@@ -33,7 +33,8 @@ def _config_file(name: str) -> Path | None:
 
 
 def run_demo(out: str | Path = "runs/demo", quick: bool = False, per_prompt: int = 50) -> dict:
-    from invgen.invdiff.train import GROUPS_WEIGHTS, InvDiffConfig, infer_groups, train_invdiff
+    from invgen.invdiff.config import InvDiffConfig
+    from invgen.invdiff.train import GROUPS_WEIGHTS, infer_groups, train_invdiff
     from invgen.train.base import BaseConfig, pipeline_complete, train_base
 
     out = Path(out)
@@ -89,16 +90,15 @@ def sample_and_score(base_dir, guidance_dir, cnn, per_prompt: int, palette_name:
     from invgen.metrics.digits import digit_figures
     from invgen.models.loading import load_pipeline
     from invgen.sampling import generate, image_seed
+    from invgen.side_by_side import sample_pair
 
     pipe = load_pipeline(base_dir)
     labels = [d for d in range(10) for _ in range(per_prompt)]
     prompts = [digit_prompt(d) for d in labels]
     seeds = [image_seed(seed, i) for i in range(len(prompts))]
-    images = {"base": generate(pipe, prompts, seeds, desc="baseline")}
     guidance = InvariantGuidance.from_pretrained(guidance_dir)
-    guidance.attach(pipe, scale=scale)
-    images["invdiff"] = generate(pipe, prompts, seeds, desc="debiased")
-    guidance.detach(pipe)
+    images = sample_pair(pipe, lambda label: generate(pipe, prompts, seeds, desc=label), guidance, scale,
+                         labels=("base", "invdiff"))
     figures = {name: digit_figures(ims, prompts, labels, cnn, palette_name) for name, ims in images.items()}
     return figures, images
 

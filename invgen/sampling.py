@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from invgen.errors import InvgenDataError, InvgenError, shown
+from invgen.fingerprint import tensors_digest
 
 # What a sampling folder is being filled with, and who fills it now (see "How a sampling run resumes" in
 # docs/reliability.md).
@@ -74,21 +75,6 @@ def read_prompts(path: str | Path) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- job identity
-def _tensors_digest(named: Any) -> str:
-    """Names, shapes, dtypes and 64 evenly spaced values of every tensor: cheap (no full read of the weights,
-    no reduction whose rounding depends on threads or devices) and different for any two trained models."""
-    h = hashlib.sha256()
-    samples = []
-    for name, t in named:
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
-        flat = t.detach().reshape(-1)
-        if flat.numel() and not flat.is_meta:
-            samples.append(flat[:: max(1, flat.numel() // 64)][:64].float().cpu())
-    if samples:
-        h.update(torch.cat(samples).numpy().tobytes())
-    return h.hexdigest()
-
-
 def _plain_config(config: Any) -> Any:
     if isinstance(config, Mapping):
         # Private keys (`_name_or_path`, `_diffusers_version`) say where and with what it was saved, not what it does.
@@ -106,7 +92,7 @@ def _adapter_state(module: torch.nn.Module) -> dict[str, Any]:
         weights = delta.state_dict().items() if isinstance(delta, torch.nn.Module) else \
             (getattr(guidance, "lora_weights", None) or {}).items()
         state[f"invgen:{name}"] = {"kind": getattr(getattr(guidance, "adapter", None), "kind", None),
-                                   "scale": entry.get("scale"), "weights": _tensors_digest(sorted(weights))}
+                                   "scale": entry.get("scale"), "weights": tensors_digest(sorted(weights))}
     for name, sub in module.named_modules():
         scaling = getattr(sub, "scaling", None)
         if isinstance(scaling, dict) and scaling:
@@ -125,7 +111,7 @@ def pipeline_identity(pipe: Any) -> dict[str, Any]:
             entry["config"] = config
         if isinstance(comp, torch.nn.Module):
             # A folded LoRA shows here, in the weights; a hooked adapter or a live LoRA's scale only below.
-            entry["weights"] = _tensors_digest(
+            entry["weights"] = tensors_digest(
                 [*comp.named_parameters(remove_duplicate=False), *comp.named_buffers(remove_duplicate=False)]
             )
             adapters = _adapter_state(comp)

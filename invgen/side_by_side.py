@@ -14,13 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from invgen.errors import InvgenConfigError
 
 BASE, DEBIASED = "base", "debiased"
+T = TypeVar("T")
 
 
 @dataclass
@@ -38,6 +39,22 @@ def clean_prompts(text: str | Sequence[str]) -> list[str]:
     if not prompts:
         raise InvgenConfigError("the prompt is empty: write at least one prompt (one per line)")
     return prompts
+
+
+def sample_pair(pipe, sample: Callable[[str], T], guidance=None, scale: float = 1.0,
+                labels: tuple[str, str] = (BASE, DEBIASED)) -> dict[str, T]:
+    """`sample(label)` with the base model, then, when `guidance` is given, the same call with the adapter
+    attached at `scale`, detached afterwards even when sampling fails.
+
+    Every base-versus-debiased comparison in invgen (the demo, the `evaluate` job, the app, the audit) goes
+    through here: one `sample` for both sets is what makes image i of both start from the same noise.
+    """
+    base, guided = labels
+    sets = {base: sample(base)}
+    if guidance is not None:
+        with guidance.attached(pipe, scale=scale):
+            sets[guided] = sample(guided)
+    return sets
 
 
 def _step_counter(total: int, report: Callable[[float, str], None], desc: str):
@@ -85,25 +102,20 @@ def side_by_side(
     seeds = [image_seed(seed, i) for i in range(len(all_prompts))]
     result = SideBySide(prompts=all_prompts)
 
-    def run(label: str, index: int, count: int) -> None:
+    count = 2 if guidance is not None else 1
+
+    def run(label: str):
         kwargs = dict(call_kwargs)
         steps = kwargs.get("num_inference_steps")
         if progress is not None and steps:
+            index = 0 if label == BASE else 1
             batches = -(-len(all_prompts) // batch_size)
             counter = _step_counter(batches * int(steps), lambda f, d: progress((index + f) / count, d),
                                     f"sampling {label} ({index + 1}/{count})")
             kwargs["callback_on_step_end"] = counter
-        result.images[label] = generate(pipe, all_prompts, seeds, batch_size=batch_size, progress=False,
-                                        desc=label, **kwargs)
+        return generate(pipe, all_prompts, seeds, batch_size=batch_size, progress=False, desc=label, **kwargs)
 
-    count = 2 if guidance is not None else 1
-    run(BASE, 0, count)
-    if guidance is not None:
-        guidance.attach(pipe, scale=scale)
-        try:
-            run(DEBIASED, 1, count)
-        finally:
-            guidance.detach(pipe)
+    result.images = sample_pair(pipe, run, guidance, scale)
 
     if classifier is not None:
         if isinstance(classifier, str):  # loaded once for both sets

@@ -17,30 +17,12 @@ import torch
 from PIL import Image
 
 from invgen.atomic import atomic_file
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """(3, H, W) in [-1, 1] -> (H, W, 3) uint8."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-
-
-def from_uint8(a: np.ndarray) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (3, H, W) in [-1, 1]."""
-    return torch.from_numpy(np.array(a)).permute(2, 0, 1).float() / 127.5 - 1.0  # a copy: PIL arrays are read-only
+from invgen.pixels import to_signed, to_uint8
 
 
 def per_image_seeds(n: int, generator: torch.Generator | None) -> list[int]:
     g = generator if generator is not None else torch.Generator().manual_seed(0)
     return [int(s) for s in torch.randint(0, 2**62, (n,), generator=g)]
-
-
-def weights_digest(module: torch.nn.Module) -> str:
-    """A cheap fingerprint of a module's weights (names and per-tensor sums)."""
-    h = hashlib.sha256()
-    for name, p in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(f"{float(p.double().sum()):.10e}".encode())
-    return h.hexdigest()[:16]
 
 
 def entry_path(cache_dir: Path, fingerprint: str, pixels: np.ndarray, *parts) -> Path:
@@ -59,7 +41,7 @@ def read_cached(paths: Sequence[Path | None]) -> tuple[list[torch.Tensor | None]
     for i, path in enumerate(paths):
         if path is not None and path.is_file():
             try:
-                out[i] = from_uint8(np.asarray(Image.open(path).convert("RGB")))
+                out[i] = to_signed(np.asarray(Image.open(path).convert("RGB")))
                 continue
             except OSError:
                 pass  # unreadable entry: compute it again
@@ -75,4 +57,4 @@ def store(path: Path | None, view: torch.Tensor) -> torch.Tensor:
         Image.fromarray(a).save(buf, format="PNG")
         with atomic_file(path, "wb") as f:
             f.write(buf.getvalue())
-    return from_uint8(a)
+    return to_signed(a)

@@ -156,7 +156,8 @@ def train_arm(out: Path, base_dir: Path, data_root: Path, source: str, adapter_s
     Only the data, the group source, the adapter's length and `overrides` (train.* for --quick) are set: the
     grouper runs with its defaults."""
     from invgen.config import load_config
-    from invgen.invdiff.train import GROUPS_WEIGHTS, InvDiffConfig, infer_groups, train_invdiff
+    from invgen.invdiff.config import InvDiffConfig
+    from invgen.invdiff.train import GROUPS_WEIGHTS, infer_groups, train_invdiff
 
     over = [f"data.root={data_root}", f"data.p_align={p_align}", f"data.seed={seed}", f"groups.source={source}",
             f"base_model={base_dir}", f"output_dir={out}"]
@@ -503,8 +504,8 @@ def _timed(fn, repeats: int = 3) -> float:
 def single_run(args) -> dict:
     from invgen.config import load_config
     from invgen.data.digits import digit_prompt
+    from invgen.invdiff.config import InvDiffConfig
     from invgen.invdiff.guidance import InvariantGuidance
-    from invgen.invdiff.train import InvDiffConfig
     from invgen.models.digit_cnn import load_or_train_digit_cnn
     from invgen.models.loading import load_pipeline
     from invgen.sampling import generate, image_seed

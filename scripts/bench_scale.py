@@ -400,7 +400,8 @@ def encode_memory_run(args: argparse.Namespace) -> None:
     """(Subprocess) Encode `--encode-set` into its latent cache, then groups and 2 InvDiff steps; print peaks."""
     from invgen.config import load_config
     from invgen.data.imagefolder import read_imagefolder
-    from invgen.invdiff.train import InvDiffConfig, infer_groups, train_invdiff
+    from invgen.invdiff.config import InvDiffConfig
+    from invgen.invdiff.train import infer_groups, train_invdiff
     from invgen.models.loading import load_pipeline
     from invgen.train.latents import cached_latents
 

@@ -25,9 +25,10 @@ def dump(args: argparse.Namespace) -> None:
     from accelerate import Accelerator
 
     from invgen.config import load_config
+    from invgen.invdiff.config import InvDiffConfig
     from invgen.invdiff.grouper import loss_table
     from invgen.invdiff.levels import log_snr
-    from invgen.invdiff.train import InvDiffConfig, _load_base, _true_groups
+    from invgen.invdiff.train import true_groups
     from invgen.models.denoisers import denoiser_of
     from invgen.train.data import encode_for_pipeline, prepare_dataset
     from invgen.train.diffusion import DenoisingObjective
@@ -36,7 +37,7 @@ def dump(args: argparse.Namespace) -> None:
     cfg = load_config(InvDiffConfig, args.config, [f"base_model={args.base}", f"data.root={args.data}",
                                                    f"output_dir={out.parent / (out.stem + '_work')}", *args.set])
     accelerator = Accelerator()
-    pipe = _load_base(cfg)
+    pipe = cfg.load_base_model()
     if args.adapter:
         from invgen.invdiff.guidance import InvariantGuidance
 
@@ -44,7 +45,7 @@ def dump(args: argparse.Namespace) -> None:
         InvariantGuidance.from_pretrained(args.adapter).attach(pipe, scale=1.0)
     split = prepare_dataset(cfg.data, True)
     data = encode_for_pipeline(pipe, split, cfg.data, accelerator, Path(cfg.output_dir))
-    truth = _true_groups(data.image_set, cfg.groups.oracle_attribute)
+    truth = true_groups(data.image_set, cfg.groups.oracle_attribute)
     objective = DenoisingObjective.for_pipeline(pipe, cfg.objective.flow_matching)
     denoiser = denoiser_of(pipe).eval()
     table = loss_table(denoiser, objective, data.x0, data.embeddings, args.levels, range(args.draws),

@@ -13,8 +13,9 @@ from helpers import P3, P5, write_set
 from safetensors.torch import load_file
 
 from invgen.config import load_config
+from invgen.invdiff.config import InvDiffConfig
 from invgen.invdiff.grouper import per_sample_losses
-from invgen.invdiff.train import InvDiffConfig, infer_groups, train_invdiff
+from invgen.invdiff.train import infer_groups, train_invdiff
 from invgen.models.denoisers import denoiser_of
 from invgen.train.conditioning import POOLED, PROMPT_EMBEDS, denoiser_kwargs, encode_conditions, sdxl_time_ids
 from invgen.train.diffusion import DenoisingObjective, flow_matching_pair

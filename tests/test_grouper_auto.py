@@ -11,10 +11,10 @@ from diffusers import DDPMScheduler, FlowMatchEulerDiscreteScheduler
 
 from invgen.config import load_config
 from invgen.errors import InvgenConfigError
+from invgen.invdiff.config import InvDiffConfig
 from invgen.invdiff.grouper import fit_group_weights, separation_report
 from invgen.invdiff.levels import level_grid, level_score, log_snr, select_level
 from invgen.invdiff.mixture import mixture_groups, standardize
-from invgen.invdiff.train import InvDiffConfig
 from invgen.train.diffusion import DenoisingObjective
 
 

@@ -65,6 +65,37 @@ def test_attach_scale_detach_save_load(perturbed_pipe, tmp_path, kind):
         assert torch.equal(unet(x, t, encoder_hidden_states=c).sample, base)
 
 
+@pytest.mark.parametrize("kind", ["lora", "residual"])
+def test_attached_block_and_sample_pair_detach_even_when_sampling_fails(perturbed_pipe, kind):
+    from invgen.invdiff.guidance import attached_adapters
+    from invgen.side_by_side import sample_pair
+
+    unet = perturbed_pipe.unet
+    x, t, c = _inputs()
+    guidance = _trained_guidance(unet, kind)
+    with torch.no_grad():
+        base = unet(x, t, encoder_hidden_states=c).sample
+        with guidance.attached(perturbed_pipe, scale=1.0):
+            guided = unet(x, t, encoder_hidden_states=c).sample
+        assert (guided - base).abs().max() > 1e-3 and attached_adapters(perturbed_pipe) == {}
+
+        def sample(label):
+            out = unet(x, t, encoder_hidden_states=c).sample
+            if label == "debiased":
+                raise RuntimeError("out of memory")  # what a user's sampler may raise half-way
+            return out
+
+        with pytest.raises(RuntimeError, match="out of memory"):
+            sample_pair(perturbed_pipe, sample, guidance, scale=1.0)
+        assert attached_adapters(perturbed_pipe) == {}
+        assert torch.equal(unet(x, t, encoder_hidden_states=c).sample, base)  # the pipeline as it was found
+        sets = sample_pair(perturbed_pipe, lambda label: unet(x, t, encoder_hidden_states=c).sample, guidance,
+                           scale=1.0, labels=("b", "g"))
+        assert torch.equal(sets["b"], base)
+        torch.testing.assert_close(sets["g"], guided, atol=1e-5, rtol=1e-5)
+        assert list(sample_pair(perturbed_pipe, lambda label: label)) == ["base"]  # no adapter: the base only
+
+
 def test_residual_delta_is_linear_in_scale(perturbed_pipe):
     unet = perturbed_pipe.unet
     x, t, c = _inputs()
@@ -190,7 +221,8 @@ def test_objective_values_and_gradient_push_the_worse_group():
 
 def test_invdiff_config_errors(tmp_path):
     from invgen.config import load_config
-    from invgen.invdiff.train import InvDiffConfig, train_invdiff
+    from invgen.invdiff.config import InvDiffConfig
+    from invgen.invdiff.train import train_invdiff
 
     with pytest.raises(InvgenConfigError, match="adapter.kind: expected one of"):
         load_config(InvDiffConfig, "configs/digits/invdiff.yaml", ["adapter.kind=dora"])

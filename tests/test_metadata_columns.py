@@ -129,7 +129,8 @@ def test_oracle_groups_read_a_top_level_column(tmp_path):
     from safetensors import safe_open
 
     from invgen.config import load_config
-    from invgen.invdiff.train import InvDiffConfig, infer_groups
+    from invgen.invdiff.config import InvDiffConfig
+    from invgen.invdiff.train import infer_groups
     from invgen.models import tiny_stable_diffusion_components
     from invgen.models.loading import save_pipeline
 
@@ -251,12 +252,12 @@ def test_datasets_loads_an_invgen_set_with_the_attributes_as_columns(tmp_path, m
 
 
 def test_oracle_truth_helper_tells_apart_bool_and_categorical_columns(tmp_path):
-    from invgen.invdiff.train import _true_groups
+    from invgen.invdiff.train import true_groups
 
     lines = [{"file_name": f"{i}.png", "prompt": "p", "bias_aligned": i != 1, "background": "wl"[i % 2]}
              for i in range(3)]
     lines[2]["attributes"] = {"background": lines[2].pop("background")}  # one line in the older form
     s = read_imagefolder(export(tmp_path / "s", lines), load_images=False)
-    assert _true_groups(s, "bias_aligned").tolist() == [0, 1, 0]
-    assert _true_groups(s, "background").tolist() == [1, 0, 1]
-    assert _true_groups(s, "gender") is None
+    assert true_groups(s, "bias_aligned").tolist() == [0, 1, 0]
+    assert true_groups(s, "background").tolist() == [1, 0, 1]
+    assert true_groups(s, "gender") is None

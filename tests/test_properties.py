@@ -23,7 +23,7 @@ from invgen.cdvg.train import CDvGConfig
 from invgen.cli import main as cli_main
 from invgen.config import SEED_LIMIT, load_config
 from invgen.errors import InvgenConfigError
-from invgen.invdiff.train import InvDiffConfig
+from invgen.invdiff.config import InvDiffConfig
 from invgen.train.base import BaseConfig
 from invgen.views.train import SSLConfig
 

@@ -11,7 +11,8 @@ from PIL import Image
 from invgen.config import load_config
 from invgen.data.imagefolder import ImageRecord, read_imagefolder, write_imagefolder
 from invgen.errors import InvgenConfigError, InvgenDataError
-from invgen.invdiff.train import InvDiffConfig, infer_groups, train_invdiff
+from invgen.invdiff.config import InvDiffConfig
+from invgen.invdiff.train import infer_groups, train_invdiff
 from invgen.train.base import BaseConfig, train_base
 from invgen.train.data import DataConfig, encode_image_set
 

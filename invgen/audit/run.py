@@ -82,22 +82,23 @@ def _check_steps(pipe: Any, steps: int | None) -> None:
 
 def _sample(pipe: Any, plan: AuditPlan, out: Path, guidance: Any, pipeline_name: str) -> None:
     from invgen.sampling import sample_to_imagefolder
+    from invgen.side_by_side import sample_pair
 
     call = plan.call_kwargs()
     info = {"pipeline": pipeline_name, "guidance": plan.guidance, "scale": plan.scale if plan.guidance else None,
             "audit_suite": plan.suite.name}
     options = dict(seed=plan.seed, batch_size=plan.batch_size, **call)
+    # With an adapter the base model is sampled first, from the same seeds: each debiased image has its base
+    # image to be compared with.
+    folders = {"base": (BASE_IMAGES, {**info, "guidance": None, "scale": None}), "debiased": (IMAGES, info)}
     if guidance is None:
-        sample_to_imagefolder(pipe, list(plan.prompts), plan.per_prompt, out / IMAGES, info=info, **options)
-        return
-    # The base model first, from the same seeds: each debiased image has its base image to be compared with.
-    base_info = {**info, "guidance": None, "scale": None}
-    sample_to_imagefolder(pipe, list(plan.prompts), plan.per_prompt, out / BASE_IMAGES, info=base_info, **options)
-    guidance.attach(pipe, scale=plan.scale)
-    try:
-        sample_to_imagefolder(pipe, list(plan.prompts), plan.per_prompt, out / IMAGES, info=info, **options)
-    finally:
-        guidance.detach(pipe)
+        folders["base"] = (IMAGES, info)
+
+    def sample(label: str) -> None:
+        folder, label_info = folders[label]
+        sample_to_imagefolder(pipe, list(plan.prompts), plan.per_prompt, out / folder, info=label_info, **options)
+
+    sample_pair(pipe, sample, guidance, plan.scale)
 
 
 def run_audit(

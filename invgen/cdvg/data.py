@@ -11,11 +11,6 @@ from invgen.data.imagefolder import METADATA, ImageSet, read_imagefolder
 from invgen.errors import InvgenDataError
 
 
-def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """uint8 (N, H, W, 3) -> float (N, 3, H, W) in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
 def load_labelled_images(
     root: str | os.PathLike, num_classes: int, size: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, ImageSet]:
@@ -28,4 +23,4 @@ def load_labelled_images(
         raise InvgenDataError(
             f"{image_set.root / METADATA}:{i + 1}: label {labels[i]} is outside 0..{num_classes - 1} (num_classes)"
         )
-    return to_tensor(image_set.images), torch.from_numpy(labels), image_set
+    return image_set.tensor(), torch.from_numpy(labels), image_set

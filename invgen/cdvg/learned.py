@@ -27,9 +27,9 @@ from torch.func import functional_call
 from invgen.cdvg.transforms import BiasTransform
 from invgen.config import check
 from invgen.errors import InvgenModelError
+from invgen.fingerprint import weights_digest
 from invgen.train.data import DataConfig, start_run
 from invgen.train.loop import TrainConfig, Trainer
-from invgen.view_cache import weights_digest
 
 
 class TranslatorNet(ModelMixin, ConfigMixin):

@@ -22,14 +22,13 @@ from pathlib import Path
 import torch
 
 from invgen.errors import InvgenDataError, InvgenModelError
+from invgen.fingerprint import weights_digest
+from invgen.pixels import to_signed, to_uint8
 from invgen.view_cache import (
     entry_path,
-    from_uint8,
     per_image_seeds,
     read_cached,
     store,
-    to_uint8,
-    weights_digest,
 )
 
 
@@ -213,7 +212,7 @@ class CachedTransform(BiasTransform):
         self.misses += len(todo)
         if todo:
             # The inner transform sees the 8-bit image too, so cold and warm runs start from the same input.
-            x = torch.stack([from_uint8(pixels[i]) for i in todo])
+            x = torch.stack([to_signed(pixels[i]) for i in todo])
             fresh = self.inner.transform(
                 x, [labels[i] for i in todo], [targets[i] for i in todo], seeds=[seeds[i] for i in todo]
             )

@@ -151,11 +151,11 @@ class ImageSet:
 
     def tensor(self):
         """Images as a float tensor (N, C, H, W) in [-1, 1], the range diffusion models train on."""
-        import torch
+        from invgen.pixels import to_signed
 
         if self.images is None:
             raise InvgenDataError(f"{self.root}: images were not loaded")
-        return torch.from_numpy(self.images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        return to_signed(self.images)
 
 
 def _parse_record(line: str, meta: str, lineno: int) -> ImageRecord:

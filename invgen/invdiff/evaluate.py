@@ -11,50 +11,11 @@ Writes into `output_dir`: `samples/base` and `samples/invdiff` (imagefolders, sa
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from invgen.config import GUIDANCE_SCALE_LIMIT, SCALE_LIMIT, check, check_seed
-
 if TYPE_CHECKING:
-    from invgen.invdiff.train import InvDiffConfig
-
-
-@dataclass
-class EvalConfig:
-    # Generation prompts; empty: the training set's distinct captions.
-    prompts: list[str] = field(default_factory=list)
-    per_prompt: int = 50
-    attribute: str = "color"
-    # oracle:color | clip:PATH (local open_clip weights) | checkpoint:PATH (a trained attribute classifier)
-    classifier: str = "oracle:color"
-    # For clip: each attribute value and its prompts (averaged: prompt ensembling).
-    attribute_prompts: dict[str, list[str]] = field(default_factory=dict)
-    clip_model: str | None = None  # the architecture, when clip:PATH is a single weights file
-    scale: float = 1.0  # the adapter's guidance scale s
-    num_inference_steps: int = 25
-    guidance_scale: float = 2.0  # classifier-free guidance
-    # null: data.size, the resolution the adapter was trained at (a pipeline's own default can be far
-    # larger: Flux and SDXL sample 1024 px)
-    resolution: int | None = None
-    seed: int = 0
-    batch_size: int = 16
-
-    def validate(self, prefix: str = "evaluation") -> None:
-        check(self.per_prompt > 0, f"{prefix}.per_prompt", f"must be positive, got {self.per_prompt}")
-        check(self.batch_size > 0, f"{prefix}.batch_size", f"must be positive, got {self.batch_size}")
-        check(self.num_inference_steps > 0, f"{prefix}.num_inference_steps", "must be positive")
-        check(abs(self.scale) <= SCALE_LIMIT, f"{prefix}.scale",
-              f"must be between -{SCALE_LIMIT:g} and {SCALE_LIMIT:g}, got {self.scale}")
-        check(0 <= self.guidance_scale <= GUIDANCE_SCALE_LIMIT, f"{prefix}.guidance_scale",
-              f"must be between 0 and {GUIDANCE_SCALE_LIMIT:g}, got {self.guidance_scale}")
-        check_seed(self.seed, f"{prefix}.seed")
-        check(
-            not self.classifier.startswith("clip:") or len(self.attribute_prompts) >= 2,
-            f"{prefix}.attribute_prompts",
-            "a clip classifier needs at least two attribute values with their prompts",
-        )
+    from invgen.invdiff.config import InvDiffConfig
 
 
 def evaluate_invdiff(cfg: InvDiffConfig) -> Path:
@@ -64,10 +25,10 @@ def evaluate_invdiff(cfg: InvDiffConfig) -> Path:
     from invgen.atomic import write_json
     from invgen.data.imagefolder import read_imagefolder, read_metadata
     from invgen.invdiff.guidance import InvariantGuidance
-    from invgen.invdiff.train import _load_base
     from invgen.metrics.attributes import load_classifier
     from invgen.metrics.report import bias_report, compare_reports, json_safe, write_comparison, write_report
     from invgen.sampling import sample_to_imagefolder
+    from invgen.side_by_side import sample_pair
 
     e = cfg.evaluation
     out = Path(cfg.output_dir)
@@ -77,16 +38,15 @@ def evaluate_invdiff(cfg: InvDiffConfig) -> Path:
     classifier = load_classifier(e.classifier, attribute=e.attribute, prompts=e.attribute_prompts or None,
                                  model_name=e.clip_model)
     classifier.spec = e.classifier
-    pipe = _load_base(cfg)
+    pipe = cfg.load_base_model()
     pipe.to(state.device)
     prompts = e.prompts or sorted({r.prompt for r in read_metadata(cfg.data.split_dir)})
     call: dict[str, Any] = {"num_inference_steps": e.num_inference_steps, "guidance_scale": e.guidance_scale}
     side = e.resolution or cfg.data.size
     call.update(height=side, width=side)
     seconds = {}
-    for name in ("base", "invdiff"):
-        if name == "invdiff":
-            guidance.attach(pipe, scale=e.scale)
+
+    def sample(name: str) -> None:
         info = {"pipeline": str(cfg.base_model), "guidance": str(out) if name == "invdiff" else None,
                 "scale": e.scale if name == "invdiff" else None, **call}
         t0 = time.perf_counter()
@@ -95,7 +55,8 @@ def evaluate_invdiff(cfg: InvDiffConfig) -> Path:
         sample_to_imagefolder(pipe, prompts, e.per_prompt, out / "samples" / name, seed=e.seed,
                               batch_size=e.batch_size, info=info, overwrite=True, **call)
         seconds[name] = time.perf_counter() - t0
-    guidance.detach(pipe)
+
+    sample_pair(pipe, sample, guidance, e.scale, labels=("base", "invdiff"))
     if not state.is_main_process:
         return out
     reports = {}
@@ -124,4 +85,4 @@ def evaluate_invdiff(cfg: InvDiffConfig) -> Path:
     return out
 
 
-__all__ = ["EvalConfig", "evaluate_invdiff"]
+__all__ = ["evaluate_invdiff"]

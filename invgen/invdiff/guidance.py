@@ -5,6 +5,9 @@
     images = pipe(prompts).images
     guidance.detach(pipe)               # pipe computes exactly what it computed before
 
+    with guidance.attached(pipe, scale=0.8):   # the same, detached even when the block raises
+        images = pipe(prompts).images
+
 The guided prediction is ε̂ = ε_base(x_t, t, c) + s · Δ(x_t, t, c). A `lora` adapter is a diffusers adapter
 on the denoiser, named "invgen" by default (`invgen/invdiff/lora.py`): Δ is the difference it makes and s its
 weight, exact at s = 0 and s = 1, first order in between. It stacks with a user's own LoRAs, which stay
@@ -17,9 +20,11 @@ The scale s must be finite with |s| ≤ 10 (`MAX_SCALE`); the adapter was traine
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -379,6 +384,16 @@ class InvariantGuidance:
             delattr(denoiser, _REGISTRY)
         _refold(denoiser, later, pipe)
         return pipe
+
+    @contextlib.contextmanager
+    def attached(self, pipe: Any, scale: float = 1.0, fuse: bool = True,
+                 adapter_name: str = ADAPTER_NAME) -> Iterator[Any]:
+        """`attach` for the length of a `with` block; detached when it ends, also when it raises."""
+        self.attach(pipe, scale=scale, fuse=fuse, adapter_name=adapter_name)
+        try:
+            yield pipe
+        finally:
+            self.detach(pipe, adapter_name=adapter_name)
 
     # ------------------------------------------------------------------ save / load
     def save_pretrained(self, path: str | os.PathLike) -> Path:

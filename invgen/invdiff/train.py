@@ -14,20 +14,17 @@ own `encode_prompt` and the loss is the one the denoiser was trained with (`Deno
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from invgen.atomic import atomic_file, write_json
-from invgen.config import check, dump_config
+from invgen.config import dump_config
 from invgen.data.imagefolder import ImageSet
 from invgen.errors import InvgenDataError
-from invgen.invdiff.adapter import AdapterConfig
-from invgen.invdiff.evaluate import EvalConfig
+from invgen.invdiff.config import InvDiffConfig
 from invgen.invdiff.grouper import (
-    GrouperConfig,
     fit_group_weights,
     harden,
     loss_table,
@@ -39,52 +36,15 @@ from invgen.invdiff.levels import LEVEL_CRITERION, level_score, select_level
 from invgen.invdiff.mixture import mixture_groups
 from invgen.invdiff.objective import group_robust_loss
 from invgen.models.denoisers import denoiser_of, pipeline_family
-from invgen.train.data import DataConfig, encode_for_pipeline, prepare_dataset
-from invgen.train.diffusion import DenoisingObjective, FlowMatchingConfig, draw_noise
-from invgen.train.loop import TrainConfig, Trainer
+from invgen.train.data import encode_for_pipeline, prepare_dataset
+from invgen.train.diffusion import DenoisingObjective, draw_noise
+from invgen.train.loop import Trainer
 
 GROUPS_WEIGHTS = "groups.safetensors"
 GROUPS_REPORT = "groups.json"
 
 
-@dataclass
-class ObjectiveConfig:
-    lam: float = 1.0
-    # Draw each batch so every group gets an equal share (weights ∝ W_ig / n_g): the same expected
-    # objective as uniform draws, with far less variance when a group is small (ours, not the paper's).
-    balanced_sampling: bool = True
-    # SD3 and Flux only: the training noise-level density and Flux's guidance value.
-    flow_matching: FlowMatchingConfig = field(default_factory=FlowMatchingConfig)
-
-
-@dataclass
-class InvDiffConfig:
-    base_model: str = "runs/digits/base"
-    output_dir: str = "runs/digits/invdiff"
-    data: DataConfig = field(default_factory=DataConfig)
-    groups: GrouperConfig = field(default_factory=GrouperConfig)
-    adapter: AdapterConfig = field(default_factory=AdapterConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(steps=1000, batch_size=64, learning_rate=2e-3))
-    evaluation: EvalConfig = field(default_factory=EvalConfig)
-
-    def validate(self) -> None:
-        self.data.validate()
-        self.groups.validate()
-        self.adapter.validate()
-        self.train.validate()
-        self.evaluation.validate()
-        check(self.objective.lam >= 0, "objective.lam", f"must be 0 or more, got {self.objective.lam}")
-        self.objective.flow_matching.validate()
-
-
-def _load_base(cfg: InvDiffConfig):
-    from invgen.models.loading import load_frozen_pipeline
-
-    return load_frozen_pipeline(cfg.base_model, "base_model", " (train it first: python -m invgen.train base)")
-
-
-def _true_groups(image_set: ImageSet, attribute: str) -> np.ndarray | None:
+def true_groups(image_set: ImageSet, attribute: str) -> np.ndarray | None:
     """True groups from metadata (1 = bias-conflicting for the boolean `bias_aligned`), if present."""
     if not image_set.has_attribute(attribute):
         return None
@@ -102,11 +62,11 @@ def infer_groups(cfg: InvDiffConfig) -> Path:
     g = cfg.groups
     out = Path(cfg.output_dir)
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
-    pipe = _load_base(cfg)
+    pipe = cfg.load_base_model()
     split = prepare_dataset(cfg.data, accelerator.is_main_process)
     accelerator.wait_for_everyone()
     data = encode_for_pipeline(pipe, split, cfg.data, accelerator, out)
-    truth = _true_groups(data.image_set, g.oracle_attribute)
+    truth = true_groups(data.image_set, g.oracle_attribute)
     report_extra: dict = {"timesteps_requested": g.timesteps, "timesteps": g.timesteps}
 
     if g.source == "oracle":
@@ -115,59 +75,7 @@ def infer_groups(cfg: InvDiffConfig) -> Path:
         losses = np.zeros(len(truth))
         weights = oracle_weights(truth, max(g.num_groups, int(truth.max()) + 1))
     else:
-        objective = DenoisingObjective.for_pipeline(pipe, cfg.objective.flow_matching)
-        denoiser = denoiser_of(pipe).to(accelerator.device).eval()
-        prompts = data.prompt_index.numpy()
-        n = len(data.x0)
-        per = -(-n // accelerator.num_processes)
-        lo, hi = accelerator.process_index * per, min(n, (accelerator.process_index + 1) * per)
-
-        def table(levels: list[int], draws: range) -> np.ndarray:
-            # Each process scores a contiguous slice; the slices are gathered in order.
-            with accelerator.autocast():
-                part = loss_table(
-                    denoiser, objective, data.x0[lo:hi], data.embeddings, levels, draws, seed=g.seed,
-                    batch_size=g.batch_size, device=accelerator.device, progress=accelerator.is_main_process,
-                    index_offset=lo, prompt_index=data.prompt_index[lo:hi],
-                )
-            padded = torch.zeros((len(levels), len(draws), per), dtype=torch.float64)
-            padded[:, :, : part.shape[2]] = torch.from_numpy(part)
-            gathered = accelerator.gather(padded.permute(2, 0, 1).contiguous().to(accelerator.device))
-            return gathered.cpu().numpy()[:n].transpose(1, 2, 0)
-
-        if g.timesteps == "auto":
-            # Draws are kept per level, so each round of the selector only computes the new ones, and the
-            # chosen level's final losses reuse them all.
-            kept: dict[int, np.ndarray] = {}
-
-            def draws_at(t: int, d: int) -> np.ndarray:
-                have = kept.get(t, np.zeros((0, n)))
-                if len(have) < d:
-                    kept[t] = have = np.concatenate([have, table([t], range(len(have), d))[0]])
-                return have[:d]
-
-            levels, scan = select_level(lambda t, d: level_score(draws_at(t, d).mean(0), prompts)[0], objective,
-                                        g.scan_levels, g.scan_draws, g.noise_draws)
-            per_level = np.stack([draws_at(t, g.noise_draws).mean(0) for t in levels])
-            report_extra["level_scan"] = {**scan, "criterion": LEVEL_CRITERION}
-            report_extra["chosen_level"] = levels
-        else:
-            levels = list(g.timesteps)
-            per_level = table(levels, range(g.noise_draws)).mean(1)
-        losses = per_level.mean(0)
-        report_extra["timesteps"] = levels
-        if g.method == "mixture":
-            weights, info = mixture_groups(per_level, prompts if g.standardize == "prompt" else None, g.num_groups)
-        else:
-            weights = fit_group_weights(losses, g.num_groups, g.balance, g.steps, g.learning_rate, g.seed)
-            info = {"method": "spread"}
-        report_extra["grouper"] = info
-        if "warning" in info:
-            report_extra["warning"] = info["warning"]
-            if accelerator.is_main_process:
-                print(f"warning: {info['warning']}")
-        if g.assignment == "hard":
-            weights = harden(weights)
+        losses, weights = _groups_from_losses(cfg, pipe, data, accelerator, report_extra)
 
     if accelerator.is_main_process:
         from safetensors.torch import save
@@ -185,6 +93,68 @@ def infer_groups(cfg: InvDiffConfig) -> Path:
         _print_groups(report)
     accelerator.wait_for_everyone()
     return out
+
+
+def _groups_from_losses(cfg: InvDiffConfig, pipe, data, accelerator, report_extra: dict
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """The max step proper: per-sample losses at the chosen level(s), then soft group weights from them.
+
+    Records the levels, the level scan and the grouper's diagnostics in `report_extra`."""
+    g = cfg.groups
+    objective = DenoisingObjective.for_pipeline(pipe, cfg.objective.flow_matching)
+    denoiser = denoiser_of(pipe).to(accelerator.device).eval()
+    prompts = data.prompt_index.numpy()
+    n = len(data.x0)
+    per = -(-n // accelerator.num_processes)
+    lo, hi = accelerator.process_index * per, min(n, (accelerator.process_index + 1) * per)
+
+    def table(levels: list[int], draws: range) -> np.ndarray:
+        # Each process scores a contiguous slice; the slices are gathered in order.
+        with accelerator.autocast():
+            part = loss_table(
+                denoiser, objective, data.x0[lo:hi], data.embeddings, levels, draws, seed=g.seed,
+                batch_size=g.batch_size, device=accelerator.device, progress=accelerator.is_main_process,
+                index_offset=lo, prompt_index=data.prompt_index[lo:hi],
+            )
+        padded = torch.zeros((len(levels), len(draws), per), dtype=torch.float64)
+        padded[:, :, : part.shape[2]] = torch.from_numpy(part)
+        gathered = accelerator.gather(padded.permute(2, 0, 1).contiguous().to(accelerator.device))
+        return gathered.cpu().numpy()[:n].transpose(1, 2, 0)
+
+    if g.timesteps == "auto":
+        # Draws are kept per level, so each round of the selector only computes the new ones, and the
+        # chosen level's final losses reuse them all.
+        kept: dict[int, np.ndarray] = {}
+
+        def draws_at(t: int, d: int) -> np.ndarray:
+            have = kept.get(t, np.zeros((0, n)))
+            if len(have) < d:
+                kept[t] = have = np.concatenate([have, table([t], range(len(have), d))[0]])
+            return have[:d]
+
+        levels, scan = select_level(lambda t, d: level_score(draws_at(t, d).mean(0), prompts)[0], objective,
+                                    g.scan_levels, g.scan_draws, g.noise_draws)
+        per_level = np.stack([draws_at(t, g.noise_draws).mean(0) for t in levels])
+        report_extra["level_scan"] = {**scan, "criterion": LEVEL_CRITERION}
+        report_extra["chosen_level"] = levels
+    else:
+        levels = list(g.timesteps)
+        per_level = table(levels, range(g.noise_draws)).mean(1)
+    losses = per_level.mean(0)
+    report_extra["timesteps"] = levels
+    if g.method == "mixture":
+        weights, info = mixture_groups(per_level, prompts if g.standardize == "prompt" else None, g.num_groups)
+    else:
+        weights = fit_group_weights(losses, g.num_groups, g.balance, g.steps, g.learning_rate, g.seed)
+        info = {"method": "spread"}
+    report_extra["grouper"] = info
+    if "warning" in info:
+        report_extra["warning"] = info["warning"]
+        if accelerator.is_main_process:
+            print(f"warning: {info['warning']}")
+    if g.assignment == "hard":
+        weights = harden(weights)
+    return losses, weights
 
 
 def _print_groups(report: dict) -> None:
@@ -215,7 +185,7 @@ def load_groups(out: Path, image_set: ImageSet) -> np.ndarray:
 def train_invdiff(cfg: InvDiffConfig, resume: bool = False) -> Path:
     """The min step; returns the adapter folder."""
     out = Path(cfg.output_dir)
-    pipe = _load_base(cfg)
+    pipe = cfg.load_base_model()
     denoiser = denoiser_of(pipe)
     if cfg.train.gradient_checkpointing:
         denoiser.enable_gradient_checkpointing()

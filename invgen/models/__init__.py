@@ -2,7 +2,6 @@ from invgen.models.loading import load_pipeline
 from invgen.models.tiny import (
     TINY_PIPELINE_KINDS,
     TinyUNetConfig,
-    tiny_class_unet,
     tiny_flux_components,
     tiny_latent_unet,
     tiny_pipeline,
@@ -21,7 +20,6 @@ __all__ = [
     "build_clip_tokenizer",
     "build_t5_tokenizer",
     "load_pipeline",
-    "tiny_class_unet",
     "tiny_flux_components",
     "tiny_latent_unet",
     "tiny_pipeline",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers import AutoencoderKL, DDPMScheduler, DiffusionPipeline, UNet2DConditionModel, UNet2DModel
+from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, T5EncoderModel
 
 from invgen.errors import InvgenModelError
@@ -54,21 +54,6 @@ def tiny_unet(cfg: TinyUNetConfig | None = None, seed: int = 0) -> UNet2DConditi
         # tiny UNet needs to learn the class quickly; stock pipelines are unaffected (it is internal).
         addition_embed_type="text",
         addition_embed_type_num_heads=2,
-    )
-
-
-def tiny_class_unet(sample_size: int = 16, channels: int = 3, num_classes: int = 10, seed: int = 0) -> UNet2DModel:
-    torch.manual_seed(seed)
-    return UNet2DModel(
-        sample_size=sample_size,
-        in_channels=channels,
-        out_channels=channels,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-        num_class_embeds=num_classes,
     )
 
 
@@ -119,10 +104,6 @@ def tiny_text_encoder(hidden_size: int = 32, seed: int = 0) -> CLIPTextModel:
     model = CLIPTextModel(config)
     model.requires_grad_(False)
     return model.eval()
-
-
-def tiny_scheduler() -> DDPMScheduler:
-    return DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", clip_sample=True)
 
 
 def tiny_stable_diffusion_components(seed: int = 0) -> dict:

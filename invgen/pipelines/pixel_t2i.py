@@ -18,6 +18,7 @@ from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from PIL import Image
 
 from invgen.errors import InvgenError
+from invgen.pixels import to_signed
 
 
 def _to_pixels(image: Any, size: int, device, dtype) -> torch.Tensor:
@@ -34,7 +35,7 @@ def _to_pixels(image: Any, size: int, device, dtype) -> torch.Tensor:
     arr = np.asarray(image)
     if arr.ndim == 3:
         arr = arr[None]
-    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    x = to_signed(arr)
     return x.to(device=device, dtype=dtype)
 
 

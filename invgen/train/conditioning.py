@@ -29,6 +29,22 @@ POOLED = "pooled_prompt_embeds"
 ENCODE_CHUNK = 64
 
 
+@torch.no_grad()
+def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
+    """Frozen text-encoder states (P, L, D) float32 on the CPU, in chunks (captions can be many)."""
+    out = []
+    for start in range(0, len(prompts), 256):
+        ids = tokenizer(
+            prompts[start : start + 256],
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(text_encoder.device)
+        out.append(text_encoder(ids)[0].float().cpu())
+    return torch.cat(out)
+
+
 def text_encoders(pipe) -> list[torch.nn.Module]:
     """The pipeline's text encoders (one for SD, two for SDXL and Flux, three for SD3)."""
     names = ("text_encoder", "text_encoder_2", "text_encoder_3")
@@ -40,8 +56,6 @@ def encode_conditions(
     pipe, prompts: Sequence[str], device: torch.device | str | None = None
 ) -> dict[str, torch.Tensor]:
     """Per-prompt conditions of `pipe`'s family, float32 on the CPU, first dimension = prompt."""
-    from invgen.train.data import encode_prompts
-
     family = pipeline_family(pipe)
     prompts = list(prompts)
     if family == "sd":

@@ -14,6 +14,7 @@ from invgen.config import check, check_seed
 from invgen.data.digits import ForeignDataError, make_colored_digits
 from invgen.data.imagefolder import ImageSet, read_imagefolder
 from invgen.errors import InvgenConfigError, InvgenDataError, shown
+from invgen.train.conditioning import PROMPT_EMBEDS, encode_conditions, encode_prompts, text_encoders
 
 
 @dataclass
@@ -117,22 +118,6 @@ class EncodedSet:
 
 
 @torch.no_grad()
-def encode_prompts(tokenizer, text_encoder, prompts: list[str]) -> torch.Tensor:
-    """Frozen text-encoder states (P, L, D) float32 on the CPU, in chunks (captions can be many)."""
-    out = []
-    for start in range(0, len(prompts), 256):
-        ids = tokenizer(
-            prompts[start : start + 256],
-            padding="max_length",
-            max_length=tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        ).input_ids.to(text_encoder.device)
-        out.append(text_encoder(ids)[0].float().cpu())
-    return torch.cat(out)
-
-
-@torch.no_grad()
 def encode_image_set(
     root: str | os.PathLike,
     tokenizer,
@@ -147,8 +132,6 @@ def encode_image_set(
     With a VAE, images are streamed and encoded to latents at resolution `size` (cached under
     `data.latent_cache` when set); without one they are read whole at `size` (all must have that size).
     """
-    from invgen.train.conditioning import PROMPT_EMBEDS
-
     def conditions(prompts: list[str]) -> dict[str, torch.Tensor]:
         return {PROMPT_EMBEDS: encode_prompts(tokenizer, text_encoder, prompts)}
 
@@ -196,8 +179,6 @@ def encode_for_pipeline(pipe, split: str | os.PathLike, data: DataConfig, accele
     The frozen encoders visit the accelerator's device only while encoding. The main process encodes
     first, so the other processes read its cache file instead of encoding again.
     """
-    from invgen.train.conditioning import encode_conditions, text_encoders
-
     if data.latent_cache is None and run_dir is not None:
         data = replace(data, latent_cache=str(Path(run_dir) / "latents"))
 

@@ -17,13 +17,15 @@ JOBS: dict[str, Callable] = {"base": base}
 
 
 def groups(config: str | None, overrides: list[str], resume: bool):
-    from invgen.invdiff.train import InvDiffConfig, infer_groups
+    from invgen.invdiff.config import InvDiffConfig
+    from invgen.invdiff.train import infer_groups
 
     return infer_groups(load_config(InvDiffConfig, config, overrides))
 
 
 def invdiff(config: str | None, overrides: list[str], resume: bool):
-    from invgen.invdiff.train import InvDiffConfig, train_invdiff
+    from invgen.invdiff.config import InvDiffConfig
+    from invgen.invdiff.train import train_invdiff
 
     return train_invdiff(load_config(InvDiffConfig, config, overrides), resume=resume)
 
@@ -32,8 +34,8 @@ JOBS.update({"groups": groups, "invdiff": invdiff})
 
 
 def evaluate(config: str | None, overrides: list[str], resume: bool):
+    from invgen.invdiff.config import InvDiffConfig
     from invgen.invdiff.evaluate import evaluate_invdiff
-    from invgen.invdiff.train import InvDiffConfig
 
     return evaluate_invdiff(load_config(InvDiffConfig, config, overrides))
 

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from invgen.data.imagefolder import METADATA, ImageSet, load_image_array
 from invgen.errors import InvgenDataError
+from invgen.pixels import to_signed
 
 LatentMode = Literal["sample", "mean"]
 
@@ -117,7 +118,7 @@ def iter_latents(
             load_image_array(root / image_set.records[i].file_name, f"{root / METADATA}:{i + 1}", "RGB", transform)
             for i in idx
         ]
-        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+        x = to_signed(np.stack(arrays))
         dist = vae.encode(x.to(device, dtype)).latent_dist
         if mode == "mean":
             z = dist.mean

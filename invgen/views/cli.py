@@ -78,6 +78,7 @@ def genview_command(
 
     from invgen.data.imagefolder import ImageRecord, read_imagefolder, write_imagefolder
     from invgen.models.loading import load_pipeline
+    from invgen.pixels import to_uint8
     from invgen.views.genview import GenViewGenerator
 
     for option, value in (("--steps", steps), ("--batch-size", batch_size)):
@@ -94,7 +95,7 @@ def genview_command(
                            batch_size=batch_size, cache_dir=cache, progress=True)
     res = gen.generate(src.tensor(), generator=torch.Generator().manual_seed(seed),
                        names=[r.file_name for r in src.records])
-    arrays = ((res.views.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    arrays = to_uint8(res.views)
     records = [
         ImageRecord(r.file_name, r.prompt, r.label, dict(r.attributes),
                     {**r.extra, "noise_level": level, "foreground_proportion": round(p, 6), "view_seed": s,

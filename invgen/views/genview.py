@@ -33,14 +33,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from invgen.errors import InvgenDataError, InvgenModelError
+from invgen.fingerprint import weights_digest
+from invgen.pixels import to_signed, to_uint8
 from invgen.view_cache import (
     entry_path,
-    from_uint8,
     per_image_seeds,
     read_cached,
     store,
-    to_uint8,
-    weights_digest,
 )
 from invgen.views.foreground import ForegroundEstimator, build_foreground, check_images, foreground_proportion
 
@@ -160,7 +159,7 @@ class GenViewGenerator:
         images = _as_tensor(images)
         # Work on the 8-bit image, as the cache stores it, so a cold and a warm run start from the same input.
         pixels = [to_uint8(x) for x in images]
-        images = torch.stack([from_uint8(p) for p in pixels])
+        images = torch.stack([to_signed(p) for p in pixels])
         seeds = list(seeds) if seeds is not None else per_image_seeds(len(images), generator)
         if len(seeds) != len(images):
             raise InvgenDataError(f"got {len(images)} images but {len(seeds)} seeds")
@@ -222,5 +221,5 @@ def _as_tensor(images) -> torch.Tensor:
         if len(sizes) > 1:
             raise InvgenDataError(f"PIL images must share one size, got {sorted(sizes)}")
         arr = np.stack([np.asarray(im.convert("RGB")) for im in images])
-        return torch.from_numpy(arr).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        return to_signed(arr)
     return check_images(images).float().cpu()
