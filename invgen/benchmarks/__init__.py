@@ -1,0 +1,1 @@
+"""Benchmarks that ship with invgen, each a plug-in: general code reaches them only through registries."""

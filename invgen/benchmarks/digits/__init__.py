@@ -1,0 +1,1 @@
+"""The embedded colored-digits benchmark, a plug-in (see `invgen.registry`)."""

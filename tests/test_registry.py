@@ -1,0 +1,27 @@
+import pytest
+
+from invgen.errors import InvgenConfigError
+from invgen.registry import Registry, split_spec
+
+
+def test_split_spec_splits_at_the_first_colon_only():
+    assert split_spec("oracle:color:ten") == ("oracle", "color:ten")
+    assert split_spec(" saliency ") == ("saliency", "")
+    assert split_spec("clip:C:/models/x") == ("clip", "C:/models/x")
+
+
+def test_a_registry_resolves_a_spec_and_names_what_it_knows_when_it_cannot():
+    things = Registry("widget")
+    things.register("plain", lambda arg, scale=1: ("plain", arg, scale))
+    things.register("path", lambda arg: ("path", arg), arg="PATH")
+    things.register("level", lambda arg: ("level", arg or "0.5"), arg="LEVEL", arg_required=False)
+
+    assert things.resolve("plain", scale=3) == ("plain", "", 3)
+    assert things.resolve("path:/a/b:c") == ("path", "/a/b:c")
+    assert things.resolve("level") == ("level", "0.5")
+    with pytest.raises(InvgenConfigError, match=r"unknown widget 'nope' \(use level\[:LEVEL\], path:PATH or plain\)"):
+        things.resolve("nope")
+    with pytest.raises(InvgenConfigError, match="the widget 'path' needs its argument: path:PATH"):
+        things.resolve("path")
+    with pytest.raises(ValueError):
+        things.register("a:b", lambda arg: None)
