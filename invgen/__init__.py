@@ -27,7 +27,7 @@ _EXPORTS = {
     "read_imagefolder": "invgen.data.imagefolder",
     "write_imagefolder": "invgen.data.imagefolder",
     "ImageRecord": "invgen.data.imagefolder",
-    "make_colored_digits": "invgen.data.digits",
+    "make_colored_digits": "invgen.benchmarks.digits.data",
     "bias_report": "invgen.metrics.report",
     "compare_reports": "invgen.metrics.report",
     "images_report": "invgen.metrics.report",
@@ -53,7 +53,7 @@ def __getattr__(name: str):
 if TYPE_CHECKING:  # pragma: no cover
     from invgen.audit.compare import compare_audits  # noqa: F401
     from invgen.audit.run import run_audit  # noqa: F401
-    from invgen.data.digits import make_colored_digits  # noqa: F401
+    from invgen.benchmarks.digits.data import make_colored_digits  # noqa: F401
     from invgen.data.imagefolder import ImageRecord, read_imagefolder, write_imagefolder  # noqa: F401
     from invgen.errors import InvgenConfigError, InvgenDataError, InvgenError, InvgenModelError  # noqa: F401
     from invgen.invdiff.adapter import AdapterConfig  # noqa: F401

@@ -357,7 +357,7 @@ def _views_tab(gr, models: _Models, pipeline) -> None:
     """An uploaded or sampled image with its bias-transformed views (CDvG) or generated views (GenView)."""
 
     def class_prompts_of(text: str) -> list[str]:
-        from invgen.data.digits import digit_prompts
+        from invgen.benchmarks.digits.data import digit_prompts
 
         lines = [p.strip() for p in (text or "").splitlines() if p.strip()]
         return lines or digit_prompts()

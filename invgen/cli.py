@@ -26,8 +26,8 @@ def data_digits(
                                    help="rebuild even if a matching set exists; replace train/ and test/ as they are"),
 ) -> None:
     """Build the colored-digits benchmark (train: biased, test: every digit in every color)."""
+    from invgen.benchmarks.digits.data import make_colored_digits
     from invgen.config import check_number, check_seed
-    from invgen.data.digits import make_colored_digits
 
     check_number(p_align, "--p-align", 0.0, 1.0)
     check_seed(seed, "--seed")
@@ -116,7 +116,7 @@ def demo(
     quick: bool = typer.Option(False, "--quick", help="a few steps only (for smoke tests)"),
 ) -> None:
     """Run the whole story on the embedded benchmark and write OUT/report.md."""
-    from invgen.demo import run_demo
+    from invgen.benchmarks.digits.demo import run_demo
 
     run_demo(out, quick=quick)
 

@@ -68,8 +68,9 @@ def find_models(runs_dir: str | os.PathLike, max_depth: int = 4) -> FoundModels:
 
 
 def default_classifier(pipeline: str | os.PathLike) -> str | None:
-    """The attribute classifier spec that fits a pipeline: the exact color oracle for a model trained on
-    the colored-digits benchmark (its `train_config.yaml` says so), otherwise None (the caller decides)."""
+    """The attribute classifier spec that fits a pipeline: the one its training set's builder names (the exact
+    color oracle for the colored-digits benchmark), read from its `train_config.yaml`; otherwise None (the
+    caller decides)."""
     config = Path(str(pipeline)).expanduser() / "train_config.yaml"
     if not config.is_file():
         return None
@@ -79,6 +80,15 @@ def default_classifier(pipeline: str | os.PathLike) -> str | None:
         data = (yaml.safe_load(config.read_text()) or {}).get("data") or {}
     except (yaml.YAMLError, AttributeError):
         return None
-    if isinstance(data, dict) and data.get("builder") == "colored_digits":
-        return f"oracle:color:{data.get('palette') or 'two'}"
-    return None
+    name = data.get("builder") if isinstance(data, dict) else None
+    if not isinstance(name, str):
+        return None
+    from invgen.data.builders import DATASETS
+    from invgen.errors import InvgenError
+
+    # Runs recorded before builders took `options` kept them beside `builder`.
+    options = data["options"] if isinstance(data.get("options"), dict) else data
+    try:
+        return DATASETS.resolve(name).default_classifier(options)
+    except InvgenError:  # a builder this installation does not know: the caller decides
+        return None

@@ -29,7 +29,7 @@ from invgen.audit.classify import analyze, load_models  # noqa: E402
 from invgen.audit.folder import IMAGES, claim_folder  # noqa: E402
 from invgen.audit.plan import plan_audit  # noqa: E402
 from invgen.audit.run import finish_audit  # noqa: E402
-from invgen.data.digits import build_splits  # noqa: E402
+from invgen.benchmarks.digits.data import build_splits  # noqa: E402
 from invgen.data.imagefolder import ImageRecord, write_imagefolder  # noqa: E402
 
 

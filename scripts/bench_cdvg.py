@@ -36,7 +36,7 @@ def run_one(work: Path, p_align: float, method: str, seed: int) -> dict:
     overrides = [
         f"output_dir={out}",
         f"data.root={work / f'p{p_align}' / 'data'}",
-        f"data.p_align={p_align}",
+        f"data.options.p_align={p_align}",
         f"translator.kind={kind}",
         f"translator.model={work / f'p{p_align}' / f'translator-{kind}'}",
         f"train.seed={seed}",

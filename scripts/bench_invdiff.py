@@ -134,7 +134,7 @@ def train_base_model(out: Path, data_root: Path, steps: int | None, p_align: flo
     from invgen.config import load_config
     from invgen.train.base import BaseConfig, train_base
 
-    over = [f"data.root={data_root}", f"data.p_align={p_align}", f"data.seed={seed}", f"output_dir={out}"]
+    over = [f"data.root={data_root}", f"data.options.p_align={p_align}", f"data.seed={seed}", f"output_dir={out}"]
     if steps is not None:
         over.append(f"train.steps={steps}")
     if processes > 1 and not torch.cuda.is_available():
@@ -159,7 +159,7 @@ def train_arm(out: Path, base_dir: Path, data_root: Path, source: str, adapter_s
     from invgen.invdiff.config import InvDiffConfig
     from invgen.invdiff.train import GROUPS_WEIGHTS, infer_groups, train_invdiff
 
-    over = [f"data.root={data_root}", f"data.p_align={p_align}", f"data.seed={seed}", f"groups.source={source}",
+    over = [f"data.root={data_root}", f"data.options.p_align={p_align}", f"data.seed={seed}", f"groups.source={source}",
             f"base_model={base_dir}", f"output_dir={out}"]
     if adapter_steps is not None:
         over.append(f"train.steps={adapter_steps}")
@@ -183,10 +183,10 @@ _CNN = {}
 def evaluate(base_dir: Path, adapter_dir: Path | None, per_prompt: int, cnn_dir: Path) -> dict:
     """Bias score and digit fidelity of the base model (with the adapter attached, if given): the prompts
     "a photo of the digit d", `per_prompt` images each, seeds `image_seed(0, i)`, read by the digit CNN."""
-    from invgen.data.digits import digit_prompt
+    from invgen.benchmarks.digits.cnn import load_or_train_digit_cnn
+    from invgen.benchmarks.digits.data import digit_prompt
     from invgen.invdiff.guidance import InvariantGuidance
     from invgen.metrics.digits import digit_figures
-    from invgen.models.digit_cnn import load_or_train_digit_cnn
     from invgen.models.loading import load_pipeline
     from invgen.sampling import generate, image_seed
 
@@ -502,11 +502,11 @@ def _timed(fn, repeats: int = 3) -> float:
 
 
 def single_run(args) -> dict:
+    from invgen.benchmarks.digits.cnn import load_or_train_digit_cnn
+    from invgen.benchmarks.digits.data import digit_prompt
     from invgen.config import load_config
-    from invgen.data.digits import digit_prompt
     from invgen.invdiff.config import InvDiffConfig
     from invgen.invdiff.guidance import InvariantGuidance
-    from invgen.models.digit_cnn import load_or_train_digit_cnn
     from invgen.models.loading import load_pipeline
     from invgen.sampling import generate, image_seed
     from invgen.train.data import prepare_dataset

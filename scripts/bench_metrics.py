@@ -24,7 +24,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from invgen.data.digits import build_splits  # noqa: E402
+from invgen.benchmarks.digits.data import build_splits  # noqa: E402
 from invgen.data.imagefolder import ImageRecord, write_imagefolder  # noqa: E402
 from invgen.metrics.report import bias_report  # noqa: E402
 

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 
 from invgen.atomic import write_json
+from invgen.benchmarks.digits.data import make_colored_digits
 from invgen.config import load_config
-from invgen.data.digits import make_colored_digits
 from invgen.data.imagefolder import read_imagefolder
 from invgen.models.loading import load_pipeline
 from invgen.train.base import BaseConfig, pipeline_complete, train_base

@@ -123,7 +123,7 @@ def main() -> None:
     ap.add_argument("--data")
     ap.add_argument("--config", default="configs/digits/invdiff.yaml")
     ap.add_argument("--set", nargs="*", default=[],
-                    help="config overrides, e.g. data.p_align=0.99 (they must match the data the base was trained on)")
+                    help="config overrides, e.g. data.options.p_align=0.99 (they must match the base's data)")
     ap.add_argument("--adapter", default=None, help="dump: a trained InvDiff run whose adapter is attached first")
     ap.add_argument("--levels", type=int, nargs="+", default=DEFAULT_LEVELS)
     ap.add_argument("--draws", type=int, default=4)

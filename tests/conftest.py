@@ -13,7 +13,7 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory):
-    from invgen.data.digits import make_colored_digits
+    from invgen.benchmarks.digits.data import make_colored_digits
 
     return make_colored_digits(tmp_path_factory.mktemp("digits"), p_align=0.95, size=16)
 

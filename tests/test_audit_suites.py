@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from invgen.audit.suites import Attribute, Suite, builtin_suites, load_suite
-from invgen.data.digits import PALETTES, build_splits, digit_prompts
+from invgen.benchmarks.digits.data import PALETTES, build_splits, digit_prompts
 from invgen.errors import InvgenConfigError
 from invgen.metrics.attributes import load_classifier
 

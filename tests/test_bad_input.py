@@ -83,11 +83,23 @@ def test_unknown_keys_suggest_the_right_one(tmp_path, capsys):
         ("train.batch_size=0", "train.batch_size: must be positive, got 0"),
         ("train.batch_size=-8", "train.batch_size: must be positive, got -8"),
         ("train.steps=0", "train.steps: must be positive, got 0"),
-        ("data.p_align=1.5", "data.p_align: must be in [0, 1], got 1.5"),
+        ("data.builder=cifar", "data.builder: unknown dataset builder 'cifar' (use colored_digits)"),
     ],
 )
 def test_wrong_types_and_values_name_the_field(capsys, override, expected):
     assert expected in train(capsys, "base", override)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("data.options.p_align=1.5", "data.options.p_align: must be in [0, 1], got 1.5"),
+        ("data.options.palette=nine", "data.options.palette: must be one of two, ten, got 'nine'"),
+        ("data.options.colour=red", "data.options.colour: the colored_digits builder has no such option"),
+    ],
+)
+def test_a_builders_options_are_checked_by_the_builder(capsys, override, expected):
+    assert expected in train(capsys, "base", "--config", "configs/digits/base.yaml", override)
 
 
 def test_wrong_type_in_a_yaml_file(tmp_path, capsys):

@@ -10,7 +10,7 @@ from invgen.errors import InvgenConfigError, InvgenDataError
 
 @pytest.fixture(scope="module")
 def ten_dir(tmp_path_factory):
-    from invgen.data.digits import make_colored_digits
+    from invgen.benchmarks.digits.data import make_colored_digits
 
     return make_colored_digits(tmp_path_factory.mktemp("ten"), p_align=0.99, size=16, palette_name="ten")
 
@@ -35,8 +35,8 @@ def _sample(root, n=120):
 
 
 def test_learned_translator_changes_color_and_keeps_the_digit(ten_dir, learned, tmp_path):
+    from invgen.benchmarks.digits.cnn import load_or_train_digit_cnn
     from invgen.metrics.attributes import ColorOracle
-    from invgen.models.digit_cnn import load_or_train_digit_cnn
 
     images, labels = _sample(ten_dir)
     seeds = list(range(len(images)))

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from invgen.data.digits import build_splits, make_colored_digits
+from invgen.benchmarks.digits.data import build_splits, make_colored_digits
 from invgen.data.imagefolder import ImageRecord, read_imagefolder, write_imagefolder
 from invgen.errors import InvgenDataError
 from invgen.metrics.attributes import ColorOracle

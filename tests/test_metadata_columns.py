@@ -212,7 +212,7 @@ def test_writer_refuses_reserved_and_clashing_columns_before_writing(tmp_path, r
 
 
 def test_digits_builder_writes_columns_and_still_reuses_a_set_it_wrote_nested(tmp_path):
-    from invgen.data.digits import make_colored_digits
+    from invgen.benchmarks.digits.data import make_colored_digits
 
     out = make_colored_digits(tmp_path / "d", p_align=0.9, size=8)
     meta = out / "test" / "metadata.jsonl"

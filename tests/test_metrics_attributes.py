@@ -7,7 +7,7 @@ import pytest
 import torch
 from helpers import tiny_open_clip
 
-from invgen.data.digits import build_splits
+from invgen.benchmarks.digits.data import build_splits
 from invgen.data.imagefolder import ImageRecord
 from invgen.errors import InvgenConfigError, InvgenDataError, InvgenError, InvgenModelError
 from invgen.metrics.attributes import (
@@ -183,7 +183,7 @@ def test_checkpoint_errors(tmp_path):
 
 
 def test_digit_cnn_checkpoint_gets_digit_names(tmp_path):
-    from invgen.models.digit_cnn import DigitCNN
+    from invgen.benchmarks.digits.cnn import DigitCNN
 
     DigitCNN(size=16).save_pretrained(tmp_path / "cnn")
     clf = load_classifier(f"checkpoint:{tmp_path / 'cnn'}")

@@ -83,8 +83,8 @@ def test_clip_score_by_hand():
 
 
 def test_quality_report_with_digit_cnn_features():
-    from invgen.data.digits import build_splits
-    from invgen.models.digit_cnn import DigitCNN
+    from invgen.benchmarks.digits.cnn import DigitCNN
+    from invgen.benchmarks.digits.data import build_splits
 
     torch.manual_seed(0)
     cnn = DigitCNN(size=16)  # untrained: the arithmetic does not need a good feature space
@@ -102,7 +102,7 @@ def test_quality_report_with_digit_cnn_features():
 
 
 def test_digit_cnn_features_from_a_saved_folder(tmp_path):
-    from invgen.models.digit_cnn import DigitCNN
+    from invgen.benchmarks.digits.cnn import DigitCNN
 
     torch.manual_seed(0)
     cnn = DigitCNN(size=16)

@@ -142,7 +142,7 @@ def test_t2i_bias_without_judge_or_extractor():
 
 
 def test_digits_oracle_extractor_reads_the_painted_color():
-    from invgen.data.digits import build_splits
+    from invgen.benchmarks.digits.data import build_splits
 
     test = build_splits(size=16, palette_name="two")["test"]
     ext = DigitsOracleExtractor("two")

@@ -52,7 +52,7 @@ def test_the_walk_finds_the_fields_the_issue_names():
     names = {(cls.__name__, name) for cls, name, _ in FIELDS}
     for expected in [("InvDiffConfig", "objective.lam"), ("BaseConfig", "train.learning_rate"),
                      ("InvDiffConfig", "evaluation.scale"), ("CDvGConfig", "translator.switch"),
-                     ("BaseConfig", "data.p_align"), ("SSLConfig", "saliency_threshold")]:
+                     ("BaseConfig", "data.size"), ("SSLConfig", "saliency_threshold")]:
         assert expected in names
     assert len(FIELDS) > 60
 

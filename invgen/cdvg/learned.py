@@ -65,8 +65,8 @@ class TranslatorNet(ModelMixin, ConfigMixin):
 
 @dataclass
 class LearnedTranslatorConfig:
-    output_dir: str = "runs/digits/translator_learned"
-    data: DataConfig = field(default_factory=lambda: DataConfig(palette="ten", p_align=0.99))
+    output_dir: str = "runs/translator_learned"
+    data: DataConfig = field(default_factory=DataConfig)
     num_classes: int = 10
     channels: int = 32
     blocks: int = 2

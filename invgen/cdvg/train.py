@@ -34,7 +34,7 @@ class TranslatorConfig:
     kind: str = "learned"
     # A diffusers pipeline folder (diffusion) or a LearnedTranslator folder (learned), trained on the
     # biased training set. With `train_if_missing` it is trained here first, for `train_steps` steps.
-    model: str = "runs/digits/cdvg_translator"
+    model: str = "runs/cdvg_translator"
     train_if_missing: bool = True
     train_steps: int = 1500
     strength: float = 1.0
@@ -87,9 +87,8 @@ class ContrastiveConfig:
 
 @dataclass
 class CDvGConfig:
-    output_dir: str = "runs/digits/cdvg"
-    data: DataConfig = field(default_factory=lambda: DataConfig(root="runs/digits/data_ten", palette="ten",
-                                                                p_align=0.99))
+    output_dir: str = "runs/cdvg"
+    data: DataConfig = field(default_factory=DataConfig)
     num_classes: int = 10
     translator: TranslatorConfig = field(default_factory=TranslatorConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)

@@ -108,7 +108,7 @@ class DiffusionTranslator(BiasTransform):
         guidance_scale: float = 2.0,
         batch_size: int = 256,
     ):
-        from invgen.data.digits import digit_prompts
+        from invgen.benchmarks.digits.data import digit_prompts
         from invgen.pipelines.pixel_t2i import PixelTextToImagePipeline
 
         if not 0.0 < strength <= 1.0:

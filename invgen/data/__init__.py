@@ -1,4 +1,5 @@
-from invgen.data.digits import PALETTES, build_splits, digit_prompt, digit_prompts, make_colored_digits
+"""Image sets on disk (the `datasets` imagefolder layout) and the builders that write training sets."""
+
 from invgen.data.imagefolder import (
     ImageRecord,
     ImageSet,
@@ -10,13 +11,8 @@ from invgen.data.imagefolder import (
 )
 
 __all__ = [
-    "PALETTES",
     "ImageRecord",
     "ImageSet",
-    "build_splits",
-    "digit_prompt",
-    "digit_prompts",
-    "make_colored_digits",
     "read_imagefolder",
     "read_metadata",
     "save_image",

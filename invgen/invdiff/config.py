@@ -60,8 +60,8 @@ class ObjectiveConfig:
 
 @dataclass
 class InvDiffConfig:
-    base_model: str = "runs/digits/base"
-    output_dir: str = "runs/digits/invdiff"
+    base_model: str = "runs/base"
+    output_dir: str = "runs/invdiff"
     data: DataConfig = field(default_factory=DataConfig)
     groups: GrouperConfig = field(default_factory=GrouperConfig)
     adapter: AdapterConfig = field(default_factory=AdapterConfig)

@@ -58,7 +58,7 @@ class ColorOracle:
     attribute = "color"
 
     def __init__(self, palette_name: str = "two", bright_fraction: float = 0.5, min_chroma: float = 0.05):
-        from invgen.data.digits import palette as get_palette
+        from invgen.benchmarks.digits.data import palette as get_palette
 
         colors = get_palette(palette_name)
         self.palette_name = palette_name
@@ -370,7 +370,7 @@ def train_attribute_cnn(
 
 
 def _digit_cnn() -> type:
-    from invgen.models.digit_cnn import DigitCNN
+    from invgen.benchmarks.digits.cnn import DigitCNN
 
     return DigitCNN
 

@@ -117,7 +117,7 @@ def digit_cnn_features(model_or_dir: Any) -> FeatureExtractor:
     """Penultimate features of the digit CNN (a `DigitCNN`, or a cache folder: trained there if empty)."""
     model = model_or_dir
     if isinstance(model_or_dir, (str, os.PathLike)):
-        from invgen.models.digit_cnn import DigitCNN, load_or_train_digit_cnn
+        from invgen.benchmarks.digits.cnn import DigitCNN, load_or_train_digit_cnn
 
         path = Path(model_or_dir).expanduser()
         if (path / "config.json").is_file():

@@ -8,23 +8,18 @@ import sys
 from invgen.errors import InvgenError, one_line
 
 
-def _jobs():
+def main(argv: list[str] | None = None) -> int:
     from invgen.train.jobs import JOBS
 
-    return JOBS
-
-
-def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m invgen.train", description=__doc__)
-    jobs = ["base", "groups", "invdiff", "evaluate", "cdvg", "translator"]
-    parser.add_argument("job", choices=jobs, help="what to run")
+    parser.add_argument("job", choices=JOBS.names(), help="; ".join(f"{e.name}: {e.help}" for e in JOBS))
     parser.add_argument("--config", help="YAML config file")
     parser.add_argument("--resume", action="store_true", help="continue from the newest checkpoint")
     parser.add_argument("overrides", nargs="*", help="config overrides such as train.steps=100")
     # Intermixed: overrides may come after --config, as the README shows.
     args = parser.parse_intermixed_args(argv)
     try:
-        out = _jobs()[args.job](args.config, args.overrides, args.resume)
+        out = JOBS.resolve(args.job)(args.config, args.overrides, args.resume)
     except InvgenError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2

@@ -20,12 +20,13 @@ from invgen.models.tokenizer import build_clip_tokenizer
 from invgen.pipelines.pixel_t2i import PixelTextToImagePipeline
 from invgen.train.data import DataConfig, encode_for_pipeline, encode_image_set, start_run
 from invgen.train.diffusion import denoising_loss, draw_noise
+from invgen.train.jobs import register_job
 from invgen.train.loop import TrainConfig, Trainer
 
 
 @dataclass
 class BaseConfig:
-    output_dir: str = "runs/digits/base"
+    output_dir: str = "runs/base"
     # A pipeline (hub id or local folder) to fine-tune instead of the tiny embedded model: its UNet learns,
     # in latent space when it has a VAE (Stable Diffusion); `model` is then ignored.
     pretrained: str | None = None
@@ -141,3 +142,7 @@ def train_base(cfg: BaseConfig, resume: bool = False) -> Path:
 
 
 __all__ = ["BaseConfig", "pipeline_complete", "train_base"]
+
+
+register_job("base", BaseConfig, lambda cfg, resume: train_base(cfg, resume=resume),
+             help="train a text-to-image base model (the embedded benchmark's biased one, or a fine-tune)")

@@ -4,14 +4,14 @@ text encoder."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 
 from invgen.config import check, check_seed
-from invgen.data.digits import ForeignDataError, make_colored_digits
+from invgen.data.builders import DATASETS, ForeignDataError, build_dataset
 from invgen.data.imagefolder import ImageSet, read_imagefolder
 from invgen.errors import InvgenConfigError, InvgenDataError, shown
 from invgen.train.conditioning import PROMPT_EMBEDS, encode_conditions, encode_prompts, text_encoders
@@ -19,14 +19,14 @@ from invgen.train.conditioning import PROMPT_EMBEDS, encode_conditions, encode_p
 
 @dataclass
 class DataConfig:
-    """Where the training set lives. With `builder: colored_digits` a missing set is built first."""
+    """Where the training set lives. With `builder: NAME` (a registered dataset builder, such as the embedded
+    benchmark's `colored_digits`) a missing set is built first, with the builder's own `options`."""
 
-    root: str = "runs/digits/data"
+    root: str = "data"
     split: str = "train"
-    builder: str | None = "colored_digits"
-    p_align: float = 0.95
+    builder: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
     size: int = 16
-    palette: str = "two"
     seed: int = 0
     # Latent-space pipelines (with a VAE) only: how images become latents, and where latents are cached
     # (null: in the run's own folder, `OUTPUT_DIR/latents`, encoded again by each new run; a shared folder
@@ -37,11 +37,16 @@ class DataConfig:
     encode_batch_size: int = 16
 
     def validate(self, prefix: str = "data") -> None:
-        check(0.0 <= self.p_align <= 1.0, f"{prefix}.p_align", f"must be in [0, 1], got {self.p_align}")
         check(self.size >= 8, f"{prefix}.size", f"must be at least 8, got {self.size}")
-        check(self.builder in (None, "colored_digits"), f"{prefix}.builder", "must be colored_digits or null")
         check(self.encode_batch_size > 0, f"{prefix}.encode_batch_size", "must be positive")
         check_seed(self.seed, f"{prefix}.seed")
+        if self.builder is None:  # a recipe's options stay harmless when an override turns its builder off
+            return
+        try:
+            builder = DATASETS.resolve(self.builder)
+        except InvgenConfigError as e:
+            raise InvgenConfigError(f"{prefix}.builder: {e}") from None
+        builder.check_options(self.options, f"{prefix}.options")
 
     @property
     def split_dir(self) -> Path:
@@ -49,16 +54,15 @@ class DataConfig:
 
 
 def prepare_dataset(cfg: DataConfig, is_main: bool = True) -> Path:
-    """Build the embedded set if asked and missing (main process only), return the split folder."""
-    if cfg.builder == "colored_digits" and is_main:
+    """Build the configured set if asked and missing (main process only), return the split folder."""
+    if cfg.builder is not None and is_main:
         try:
-            make_colored_digits(cfg.root, p_align=cfg.p_align, size=cfg.size, palette_name=cfg.palette,
-                                seed=cfg.seed)
+            build_dataset(cfg.builder, cfg.root, size=cfg.size, seed=cfg.seed, options=cfg.options)
         except ForeignDataError as e:
             # The user's own data under data.root: train on it only if asked (builder: null), never replace it.
             raise InvgenConfigError(
                 f"data.root {shown(cfg.root)} holds data that invgen did not build ({shown(e.path)}); set "
-                "data.builder=null to train on it, or choose an empty data.root for the digits benchmark"
+                f"data.builder=null to train on it, or choose an empty data.root for the {cfg.builder} set"
             ) from None
     return cfg.split_dir
 

@@ -1,58 +1,33 @@
-"""One entry per trainer: load its typed config, then run it."""
+"""Training jobs by name, for `accelerate launch -m invgen.train JOB --config FILE [--resume] [key=value ...]`.
+
+A feature registers its jobs (`register_job`) in its own `jobs` module; this registry imports those modules
+by name the first time it is read, so the training package never imports the features it launches.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from invgen.config import load_config
+from invgen.registry import Registry
 
 
-def base(config: str | None, overrides: list[str], resume: bool):
-    from invgen.train.base import BaseConfig, train_base
+@dataclass(frozen=True)
+class Job:
+    """A typed config class and the function that runs it: `run(cfg, resume)`."""
 
-    return train_base(load_config(BaseConfig, config, overrides), resume=resume)
+    config_class: type
+    run: Callable[[Any, bool], Any]
 
-
-JOBS: dict[str, Callable] = {"base": base}
-
-
-def groups(config: str | None, overrides: list[str], resume: bool):
-    from invgen.invdiff.config import InvDiffConfig
-    from invgen.invdiff.train import infer_groups
-
-    return infer_groups(load_config(InvDiffConfig, config, overrides))
+    def __call__(self, config: str | None, overrides: list[str], resume: bool) -> Any:
+        return self.run(load_config(self.config_class, config, overrides), resume)
 
 
-def invdiff(config: str | None, overrides: list[str], resume: bool):
-    from invgen.invdiff.config import InvDiffConfig
-    from invgen.invdiff.train import train_invdiff
-
-    return train_invdiff(load_config(InvDiffConfig, config, overrides), resume=resume)
+JOBS: Registry[Job] = Registry("training job", modules=("invgen.train.base", "invgen.invdiff.jobs",
+                                                        "invgen.cdvg.jobs"))
 
 
-JOBS.update({"groups": groups, "invdiff": invdiff})
-
-
-def evaluate(config: str | None, overrides: list[str], resume: bool):
-    from invgen.invdiff.config import InvDiffConfig
-    from invgen.invdiff.evaluate import evaluate_invdiff
-
-    return evaluate_invdiff(load_config(InvDiffConfig, config, overrides))
-
-
-JOBS["evaluate"] = evaluate
-
-
-def cdvg(config: str | None, overrides: list[str], resume: bool):
-    from invgen.cdvg.train import CDvGConfig, train_cdvg
-
-    return train_cdvg(load_config(CDvGConfig, config, overrides), resume=resume)
-
-
-def translator(config: str | None, overrides: list[str], resume: bool):
-    from invgen.cdvg.learned import LearnedTranslatorConfig, train_learned_translator
-
-    return train_learned_translator(load_config(LearnedTranslatorConfig, config, overrides), resume=resume)
-
-
-JOBS.update({"cdvg": cdvg, "translator": translator})
+def register_job(name: str, config_class: type, run: Callable[[Any, bool], Any], help: str = "") -> None:
+    JOBS.register(name, lambda arg: Job(config_class, run), help=help)

@@ -1,6 +1,6 @@
 import json
 
-from invgen.demo import run_demo
+from invgen.benchmarks.digits.demo import run_demo
 
 
 def test_quick_demo_writes_a_report_and_reuses_its_models(tmp_path, capsys):

@@ -15,7 +15,7 @@ from invgen.atomic import atomic_file, write_json, write_text
 from invgen.config import load_config
 from invgen.metrics.report import json_safe
 
-CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "digits"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "digits"
 
 
 class _Stages:
@@ -56,7 +56,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, per_prompt: int
         train_base(base_cfg, resume=True)
 
     stage("digit classifier for fidelity")
-    from invgen.models.digit_cnn import load_or_train_digit_cnn
+    from invgen.benchmarks.digits.cnn import load_or_train_digit_cnn
 
     cnn = load_or_train_digit_cnn(out / "cache" / "digit_cnn", size=base_cfg.data.size)
 
@@ -74,7 +74,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, per_prompt: int
 
     stage(f"sample baseline and debiased sets ({per_prompt} per prompt)")
     figures, images = sample_and_score(base_cfg.output_dir, inv_cfg.output_dir, cnn, per_prompt,
-                                       palette_name=base_cfg.data.palette)
+                                       palette_name=base_cfg.data.options.get("palette", "two"))
 
     stage("report")
     report = write_report(out, figures, images, per_prompt)
@@ -85,7 +85,7 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, per_prompt: int
 
 def sample_and_score(base_dir, guidance_dir, cnn, per_prompt: int, palette_name: str = "two",
                      scale: float = 1.0, seed: int = 0) -> tuple[dict, dict]:
-    from invgen.data.digits import digit_prompt
+    from invgen.benchmarks.digits.data import digit_prompt
     from invgen.invdiff.guidance import InvariantGuidance
     from invgen.metrics.digits import digit_figures
     from invgen.models.loading import load_pipeline

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from invgen.atomic import write_json
+from invgen.data.builders import ForeignDataError
 from invgen.data.imagefolder import METADATA, ImageRecord, write_imagefolder
 from invgen.errors import InvgenDataError, shown
 
@@ -145,14 +146,6 @@ def build_splits(
         "train": DigitsSplit(np.stack(train_images), train_records),
         "test": DigitsSplit(np.stack(test_images), test_records),
     }
-
-
-class ForeignDataError(InvgenDataError):
-    """A folder the digits builder would replace holds data it did not build (`path` names it)."""
-
-    def __init__(self, path: Path):
-        super().__init__(f"{shown(path)} holds files that invgen did not build; pass --overwrite to replace it")
-        self.path = path
 
 
 SPLITS = ("train", "test")

@@ -73,7 +73,7 @@ def train_digit_cnn(
     size: int = 16, steps: int = 600, seed: int = 0, test_fraction: float = 0.2
 ) -> tuple[DigitCNN, float]:
     """Train on the train split of the bundled digits; returns the model and its held-out accuracy."""
-    from invgen.data.digits import grayscale_digits, split_indices
+    from invgen.benchmarks.digits.data import grayscale_digits, split_indices
 
     gray, labels = grayscale_digits(size)
     train_idx, test_idx = split_indices(labels, test_fraction, seed)
