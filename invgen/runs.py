@@ -11,8 +11,12 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from invgen.invdiff.guidance import CONFIG_NAME as ADAPTER_CONFIG
+
+if TYPE_CHECKING:
+    from invgen.data.builders import SetDefaults
 
 PIPELINE_INDEX = "model_index.json"
 _SKIP_DIRS = {"checkpoints", "cache", "__pycache__"}  # trainer state and caches, never a user's model
@@ -67,10 +71,9 @@ def find_models(runs_dir: str | os.PathLike, max_depth: int = 4) -> FoundModels:
     return found
 
 
-def default_classifier(pipeline: str | os.PathLike) -> str | None:
-    """The attribute classifier spec that fits a pipeline: the one its training set's builder names (the exact
-    color oracle for the colored-digits benchmark), read from its `train_config.yaml`; otherwise None (the
-    caller decides)."""
+def dataset_defaults(pipeline: str | os.PathLike) -> SetDefaults | None:
+    """How to look at a pipeline trained on a built set (its classifier, prompts, classes, audit suite), as
+    the set's builder says, read from the pipeline's `train_config.yaml`; None for any other pipeline."""
     config = Path(str(pipeline)).expanduser() / "train_config.yaml"
     if not config.is_file():
         return None
@@ -89,6 +92,13 @@ def default_classifier(pipeline: str | os.PathLike) -> str | None:
     # Runs recorded before builders took `options` kept them beside `builder`.
     options = data["options"] if isinstance(data.get("options"), dict) else data
     try:
-        return DATASETS.resolve(name).default_classifier(options)
-    except InvgenError:  # a builder this installation does not know: the caller decides
+        return DATASETS.resolve(name).defaults(options)
+    except InvgenError:  # a builder this installation does not know
         return None
+
+
+def default_classifier(pipeline: str | os.PathLike) -> str | None:
+    """The attribute classifier spec that fits a pipeline (the exact color oracle for a colored-digits model),
+    or None: the caller decides."""
+    found = dataset_defaults(pipeline)
+    return found.classifier if found else None

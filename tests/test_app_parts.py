@@ -8,7 +8,7 @@ import pytest
 
 from invgen.app.audits import AUDITS, audit_folder, typed_audit_folder
 from invgen.app.compare_tab import resolve_classifier
-from invgen.app.defaults import DIGIT_PROMPTS, AppDefaults, defaults_for
+from invgen.app.defaults import AppDefaults, defaults_for
 from invgen.app.models import Models
 from invgen.app.page import starting_models
 from invgen.app.views_tab import class_prompts_of, source_class
@@ -25,20 +25,22 @@ def digits_model(tmp_path):
 
 def test_a_digits_model_starts_on_the_benchmark_and_any_other_on_the_general_defaults(digits_model, tmp_path):
     d = defaults_for(digits_model)
-    assert d.classifier == "oracle:color:two" and d.prompts == DIGIT_PROMPTS
+    assert d.classifier == "oracle:color:two" and d.prompts == "a photo of the digit 3\na photo of the digit 7"
     assert d.attribute == "color" and d.suite(["digits", "occupations-test"]) == "digits"
     for other in (defaults_for(tmp_path), defaults_for(None), defaults_for("")):
         assert other.classifier is None and other.prompts == "" and other.attribute == "gender"
         assert other.suite(["digits", "occupations-test"]) == "occupations-test"
-        assert other.suite(["digits"]) == "digits" and other.suite([]) == "digits"
-    # The views tab's classes are the ten digits whatever the model.
-    assert d.class_prompts == defaults_for(None).class_prompts and len(d.class_prompts) == 10
+        assert other.suite(["digits"]) == "occupations-test" and other.class_prompts == ()
+    # The digits model's classes are the ten digits, from the dataset builder: general code names none.
+    assert len(d.class_prompts) == 10 and d.class_prompts[3] == "a photo of the digit 3" and d.source_class == 3
     assert AppDefaults().suite(["digits"]) == ""
 
 
 def test_the_views_tab_takes_typed_classes_or_the_defaults_and_checks_the_index(digits_model):
     assert class_prompts_of(" a cat \n\n a dog ", str(digits_model)) == ["a cat", "a dog"]
-    assert class_prompts_of("", "")[3] == "a photo of the digit 3"
+    assert class_prompts_of("", str(digits_model))[3] == "a photo of the digit 3"
+    with pytest.raises(InvgenConfigError, match="write the class prompts"):
+        class_prompts_of("", "")
     assert source_class("a\nb", 1, "") == (["a", "b"], 1)
     with pytest.raises(InvgenConfigError, match=r"source class must lie in 0..1, got 2"):
         source_class("a\nb", 2, "")

@@ -1,16 +1,13 @@
 """What the page offers before the user types anything, for a given pipeline.
 
-Every default that depends on the model lives here, in one place: today only the colored-digits benchmark
-has defaults of its own (its prompts, the exact color oracle, the `digits` suite), and any other model gets
-the general ones.
+Every default that depends on the model lives here, in one place: a model trained on a built set (the
+colored-digits benchmark) gets what the set's builder says; any other model the general ones.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-
-DIGIT_PROMPTS = "a photo of the digit 3\na photo of the digit 7"
 
 
 @dataclass(frozen=True)
@@ -39,16 +36,16 @@ class AppDefaults:
 def defaults_for(pipeline: str | os.PathLike | None) -> AppDefaults:
     """The defaults for `pipeline` (a folder, a hub id, or None when the page starts without one).
 
-    A colored-digits model (its `train_config.yaml` says so, see `runs.default_classifier`) starts on digit
-    prompts read by the exact color oracle and on the `digits` audit suite; any other model on the
-    occupations suite and gender. The Views tab's classes are the ten digits for every model: it has no
-    other class list to offer."""
-    from invgen.benchmarks.digits.data import digit_prompts
-    from invgen.runs import default_classifier
+    A model trained on a built set (its `train_config.yaml` names the builder, see `runs.dataset_defaults`)
+    starts on what that builder says: for the colored-digits benchmark, digit prompts read by the exact color
+    oracle, the ten digits as the Views tab's classes and the `digits` audit suite. Any other model starts on
+    the occupations suite and gender, with no classes to fall back on (the Views tab asks for them)."""
+    from invgen.runs import dataset_defaults
 
-    classifier = default_classifier(pipeline) if pipeline else None
-    views = {"class_prompts": tuple(digit_prompts()), "class_prompts_name": "the ten digits", "source_class": 3}
-    if classifier:
-        return AppDefaults(classifier=classifier, prompts=DIGIT_PROMPTS, suites=("digits",), attribute="color",
-                           **views)
-    return AppDefaults(suites=("occupations-test", "digits"), attribute="gender", **views)
+    found = dataset_defaults(pipeline) if pipeline else None
+    if found is None:
+        return AppDefaults(suites=("occupations-test",), attribute="gender")
+    return AppDefaults(classifier=found.classifier, prompts="\n".join(found.prompts),
+                       class_prompts=found.class_prompts, class_prompts_name=found.class_prompts_name,
+                       source_class=found.source_class, suites=(found.suite,) if found.suite else (),
+                       attribute=found.attribute)

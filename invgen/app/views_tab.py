@@ -17,8 +17,10 @@ GENVIEW_VIEWS = 8  # views drawn of one image in the views tab
 
 def class_prompts_of(text: str, pipeline: str) -> list[str]:
     """The class prompts typed (one per line), else the pipeline's default classes."""
-    lines = [p.strip() for p in (text or "").splitlines() if p.strip()]
-    return lines or list(defaults_for(pipeline).class_prompts)
+    lines = [p.strip() for p in (text or "").splitlines() if p.strip()] or list(defaults_for(pipeline).class_prompts)
+    if not lines:
+        raise InvgenConfigError("write the class prompts, one per line (this pipeline has no classes of its own)")
+    return lines
 
 
 def source_class(text: str, label: Any, pipeline: str) -> tuple[list[str], int]:
@@ -119,8 +121,8 @@ def views_tab(gr: Any, models: Models, pipeline: Any, defaults: AppDefaults) -> 
         with gr.Row():
             with gr.Column():
                 source = gr.Image(label="Source image (upload, or sample one)", type="numpy", height=200)
-                class_text = gr.Textbox("", lines=3, label="Class prompts (one per line; empty = "
-                                        f"{defaults.class_prompts_name})")
+                fallback = f"; empty = {defaults.class_prompts_name}" if defaults.class_prompts else ""
+                class_text = gr.Textbox("", lines=3, label=f"Class prompts (one per line{fallback})")
                 with gr.Row():
                     label = gr.Number(defaults.source_class, precision=0, label="Source class (index)")
                     seed = gr.Number(0, precision=0, label="Seed")

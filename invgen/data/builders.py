@@ -25,20 +25,32 @@ class ForeignDataError(InvgenDataError):
         self.path = path
 
 
-def _no_classifier(options: Mapping[str, Any]) -> str | None:
-    return None
+@dataclass(frozen=True)
+class SetDefaults:
+    """What a model trained on a built set is best looked at with (the app and the tools start on these)."""
+
+    classifier: str | None = None  # the attribute classifier spec that reads the set's bias (exactly, ideally)
+    attribute: str = ""  # the bias attribute that classifier reads
+    prompts: tuple[str, ...] = ()  # a few prompts to try first
+    class_prompts: tuple[str, ...] = ()  # one prompt per class of the set, by class index
+    class_prompts_name: str = ""  # how to name that list in a hint ("the ten digits")
+    source_class: int = 0  # the class to start from where one is picked
+    suite: str = ""  # the built-in audit suite made for the set
+
+
+def _no_defaults(options: Mapping[str, Any]) -> SetDefaults:
+    return SetDefaults()
 
 
 @dataclass(frozen=True)
 class DatasetBuilder:
     """`build(root, size=, seed=, **options)` writes `root/train` and `root/test` (reusing a complete set it
     built with the same options); `check_options(options, field)` raises `InvgenConfigError` naming the field;
-    `default_classifier(options)` is the attribute classifier spec that reads the bias of the built set
-    exactly (None when there is none)."""
+    `defaults(options)` says how to look at a model trained on the set."""
 
     build: Callable[..., Path]
     check_options: Callable[[Mapping[str, Any], str], None]
-    default_classifier: Callable[[Mapping[str, Any]], str | None] = _no_classifier
+    defaults: Callable[[Mapping[str, Any]], SetDefaults] = _no_defaults
 
 
 DATASETS: Registry[DatasetBuilder] = Registry("dataset builder")

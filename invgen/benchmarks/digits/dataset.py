@@ -7,9 +7,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from invgen.benchmarks.digits.data import PALETTES, make_colored_digits
+from invgen.benchmarks.digits.data import PALETTES, digit_prompt, digit_prompts, make_colored_digits
 from invgen.config import check
-from invgen.data.builders import DATASETS, DatasetBuilder
+from invgen.data.builders import DATASETS, DatasetBuilder, SetDefaults
 from invgen.errors import InvgenConfigError
 
 OPTIONS = {"p_align": 0.95, "palette": "two", "test_fraction": 0.2}
@@ -38,12 +38,16 @@ def build(root: Path, size: int, seed: int, **options: Any) -> Path:
                                test_fraction=float(o["test_fraction"]))
 
 
-def default_classifier(options: Mapping[str, Any]) -> str:
-    """The exact pixel-rule color oracle for the set's palette."""
-    return f"oracle:color:{options.get('palette') or OPTIONS['palette']}"
+def defaults(options: Mapping[str, Any]) -> SetDefaults:
+    """The exact pixel-rule color oracle for the set's palette, two digits to try, the ten digits as classes."""
+    return SetDefaults(
+        classifier=f"oracle:color:{options.get('palette') or OPTIONS['palette']}", attribute="color",
+        prompts=(digit_prompt(3), digit_prompt(7)), class_prompts=tuple(digit_prompts()),
+        class_prompts_name="the ten digits", source_class=3, suite="digits",
+    )
 
 
-COLORED_DIGITS = DatasetBuilder(build=build, check_options=check_options, default_classifier=default_classifier)
+COLORED_DIGITS = DatasetBuilder(build=build, check_options=check_options, defaults=defaults)
 DATASETS.register("colored_digits", lambda arg: COLORED_DIGITS,
                   help="scikit-learn's handwritten digits painted in colors; the color follows the digit "
                        "with probability p_align")
