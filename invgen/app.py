@@ -108,7 +108,7 @@ class _Models:
         return self._guidance[name]
 
     def classifier(self, spec: str, values: list[str]):
-        from invgen.metrics.attributes import load_classifier
+        from invgen.metrics.classifiers import load_classifier
 
         key = (spec, tuple(values))
         if key not in self._classifiers:

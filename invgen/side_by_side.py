@@ -119,7 +119,7 @@ def side_by_side(
 
     if classifier is not None:
         if isinstance(classifier, str):  # loaded once for both sets
-            from invgen.metrics.attributes import load_classifier
+            from invgen.metrics.classifiers import load_classifier
 
             classifier_label = classifier_label or classifier
             classifier = load_classifier(classifier, attribute=attribute)

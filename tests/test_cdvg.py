@@ -35,7 +35,7 @@ def _sample(root, n=120):
 
 
 def test_learned_translator_changes_color_and_keeps_the_digit(ten_dir, learned, tmp_path):
-    from invgen.metrics.attributes import ColorOracle
+    from invgen.benchmarks.digits.oracle import ColorOracle
     from invgen.models.digit_cnn import load_or_train_digit_cnn
 
     images, labels = _sample(ten_dir)

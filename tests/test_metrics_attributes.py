@@ -7,19 +7,15 @@ import pytest
 import torch
 from helpers import tiny_open_clip
 
+from invgen.benchmarks.digits.oracle import ColorOracle
 from invgen.data.digits import build_splits
 from invgen.data.imagefolder import ImageRecord
 from invgen.errors import InvgenConfigError, InvgenDataError, InvgenError, InvgenModelError
-from invgen.metrics.attributes import (
-    AttributeCNN,
-    ClipZeroShot,
-    ColorOracle,
-    MetadataAttribute,
-    load_classifier,
-    load_open_clip,
-    read_attribute_prompts,
-    train_attribute_cnn,
-)
+from invgen.metrics.classifiers import load_classifier
+from invgen.metrics.classifiers.checkpoint import AttributeCNN, train_attribute_cnn
+from invgen.metrics.classifiers.clip import ClipZeroShot, read_attribute_prompts
+from invgen.metrics.classifiers.metadata import MetadataAttribute
+from invgen.models.clip import load_open_clip
 
 
 @pytest.fixture(scope="module")
@@ -43,12 +39,12 @@ def test_oracle_is_exact_on_the_digits(palette):
 @pytest.mark.parametrize(
     ("spec", "kwargs", "message"),
     [
-        ("foo:bar", {}, "unknown classifier spec 'foo:bar'"),
+        ("foo:bar", {}, r"unknown classifier 'foo:bar' \(use checkpoint:PATH, clip:PATH, metadata or oracle"),
         ("oracle:shape", {}, "unknown oracle attribute 'shape'"),
         ("oracle:color", {"attribute": "gender"}, "reads the attribute 'color', not 'gender'"),
         ("oracle:color:nine", {}, "unknown palette 'nine'"),
-        ("clip:", {}, "needs the path"),
-        ("checkpoint:", {}, "needs the folder"),
+        ("clip:", {}, "the classifier 'clip:' needs its argument: clip:PATH"),
+        ("checkpoint:", {}, "needs its argument: checkpoint:PATH"),
         ("metadata", {}, "needs the attribute name"),
     ],
 )
@@ -104,7 +100,7 @@ class FakeClip:
 
 
 def fake_bundle():
-    from invgen.metrics.attributes import ClipBundle
+    from invgen.models.clip import ClipBundle
 
     def preprocess(pil):
         a = np.asarray(pil, dtype=np.float32) / 255.0

@@ -5,10 +5,10 @@ import math
 import numpy as np
 import pytest
 
+from invgen.benchmarks.digits.oracle import DigitsOracleExtractor
 from invgen.errors import InvgenConfigError, InvgenModelError
 from invgen.metrics.t2i import (
     ClipJudge,
-    DigitsOracleExtractor,
     TokenFilter,
     distribution_bias,
     generative_miss_rate,

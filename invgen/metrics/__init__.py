@@ -41,7 +41,6 @@ _EXPORTS = {
         "generative_miss_rate",
         "t2i_bias",
         "TokenFilter",
-        "DigitsOracleExtractor",
         "ClipJudge",
         "BlipCaptioner",
     ),
@@ -52,14 +51,10 @@ _EXPORTS = {
         "quality_report",
         "load_feature_extractor",
     ),
-    "invgen.metrics.attributes": (
-        "load_classifier",
-        "ColorOracle",
-        "ClipZeroShot",
-        "AttributeCNN",
-        "train_attribute_cnn",
-        "load_open_clip",
-    ),
+    "invgen.metrics.classifiers": ("load_classifier", "CLASSIFIERS"),
+    "invgen.metrics.classifiers.clip": ("ClipZeroShot",),
+    "invgen.metrics.classifiers.checkpoint": ("AttributeCNN", "train_attribute_cnn"),
+    "invgen.models.clip": ("load_open_clip",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

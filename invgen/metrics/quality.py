@@ -136,7 +136,7 @@ def clip_features(
     """L2-normalised CLIP image features from local open_clip weights (or a loaded bundle)."""
     bundle = path_or_bundle
     if isinstance(path_or_bundle, (str, os.PathLike)):
-        from invgen.metrics.attributes import load_open_clip
+        from invgen.models.clip import load_open_clip
 
         bundle = load_open_clip(path_or_bundle, model_name=model_name, device=device)
     return lambda images: bundle.encode_images(images, batch_size).numpy()

@@ -174,7 +174,7 @@ def _check_options(features: Any, reference: Any) -> None:
 
 
 def _load(classifier, attribute, names, prompts_file, palette, clip_model, device):
-    from invgen.metrics.attributes import load_classifier
+    from invgen.metrics.classifiers import load_classifier
 
     if isinstance(classifier, str):
         clf = load_classifier(
@@ -225,7 +225,7 @@ def images_report(
     `reference` may be an array of images or an image folder. `classifier_label` names the classifier in
     the report (default: its spec, or its `spec` attribute or class name for an object).
     """
-    from invgen.metrics.attributes import MetadataAttribute
+    from invgen.metrics.classifiers.metadata import MetadataAttribute
 
     t0 = time.perf_counter()
     _check_options(features, reference)
@@ -283,7 +283,7 @@ def bias_report(
     measures; `reference` with `features` adds FID and precision/recall; `clip` adds the CLIP score.
     """
     from invgen.data.imagefolder import read_imagefolder, read_metadata
-    from invgen.metrics.attributes import MetadataAttribute
+    from invgen.metrics.classifiers.metadata import MetadataAttribute
 
     t0 = time.perf_counter()
     root = Path(samples_dir)
@@ -324,7 +324,7 @@ def bias_report(
 def _bundle(clip: Any, clip_model: str | None, device: str | None):
     if clip is None or not isinstance(clip, (str, os.PathLike)):
         return clip
-    from invgen.metrics.attributes import load_open_clip
+    from invgen.models.clip import load_open_clip
 
     return load_open_clip(clip, model_name=clip_model, device=device)
 
@@ -332,13 +332,12 @@ def _bundle(clip: Any, clip_model: str | None, device: str | None):
 def _t2i_section(
     images, prompts, clf, extractor, captioner, judge, clip, synonyms, clip_model, device
 ) -> dict:
-    from invgen.metrics.attributes import ColorOracle
-    from invgen.metrics.t2i import BlipCaptioner, ClipJudge, DigitsOracleExtractor, TokenFilter, t2i_bias
+    from invgen.metrics.t2i import BlipCaptioner, ClipJudge, TokenFilter, t2i_bias
 
     if extractor is None and captioner is not None:
         extractor = BlipCaptioner(captioner, device=device)
-    if extractor is None and isinstance(clf, ColorOracle):
-        extractor = DigitsOracleExtractor(clf.palette_name)
+    if extractor is None and hasattr(clf, "object_extractor"):
+        extractor = clf.object_extractor()
     if extractor is None:
         raise InvgenConfigError(
             "the T2I measures need a captioner (--captioner PATH) or an object extractor; "
