@@ -85,9 +85,9 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, per_prompt: int
 
 def sample_and_score(base_dir, guidance_dir, cnn, per_prompt: int, palette_name: str = "two",
                      scale: float = 1.0, seed: int = 0) -> tuple[dict, dict]:
+    from invgen.benchmarks.digits.metrics import digit_figures
     from invgen.data.digits import digit_prompt
     from invgen.invdiff.guidance import InvariantGuidance
-    from invgen.metrics.digits import digit_figures
     from invgen.models.loading import load_pipeline
     from invgen.sampling import generate, image_seed
     from invgen.side_by_side import sample_pair

@@ -183,9 +183,9 @@ _CNN = {}
 def evaluate(base_dir: Path, adapter_dir: Path | None, per_prompt: int, cnn_dir: Path) -> dict:
     """Bias score and digit fidelity of the base model (with the adapter attached, if given): the prompts
     "a photo of the digit d", `per_prompt` images each, seeds `image_seed(0, i)`, read by the digit CNN."""
+    from invgen.benchmarks.digits.metrics import digit_figures
     from invgen.data.digits import digit_prompt
     from invgen.invdiff.guidance import InvariantGuidance
-    from invgen.metrics.digits import digit_figures
     from invgen.models.digit_cnn import load_or_train_digit_cnn
     from invgen.models.loading import load_pipeline
     from invgen.sampling import generate, image_seed

@@ -8,10 +8,10 @@ import pytest
 import torch
 from helpers import tiny_open_clip
 
+from invgen.benchmarks.digits.features import digit_cnn_features
 from invgen.errors import InvgenConfigError, InvgenModelError
 from invgen.metrics.quality import (
     clip_score,
-    digit_cnn_features,
     frechet_distance,
     load_feature_extractor,
     precision_recall,
@@ -113,9 +113,10 @@ def test_digit_cnn_features_from_a_saved_folder(tmp_path):
 
 
 def test_feature_spec_errors(tmp_path):
-    with pytest.raises(InvgenConfigError, match="unknown feature spec 'vgg:x'"):
+    known = r"\(use clip:PATH, digit-cnn:DIR or inception:PATH\)"
+    with pytest.raises(InvgenConfigError, match=rf"unknown feature extractor 'vgg:x' {known}"):
         load_feature_extractor("vgg:x")
-    with pytest.raises(InvgenConfigError, match="needs a path"):
+    with pytest.raises(InvgenConfigError, match="needs its argument: clip:PATH"):
         load_feature_extractor("clip:")
     with pytest.raises(InvgenModelError, match="no Inception weights file"):
         load_feature_extractor(f"inception:{tmp_path / 'missing.pth'}")

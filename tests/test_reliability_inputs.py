@@ -171,7 +171,7 @@ def test_unreadable_images_are_left_out_of_the_figures(tmp_path, capsys):
 
 
 def test_digit_figures_count_unreadable_images():
-    from invgen.metrics.digits import digit_figures
+    from invgen.benchmarks.digits.metrics import digit_figures
 
     class ReadsThree:
         def predict(self, images):
