@@ -166,7 +166,8 @@ def _plot(draw: Callable[[Any, Path], None], data: Any) -> np.ndarray:
 
 def _metrics(result) -> dict[str, Any]:
     """The figures of each set (and the ratios to the base) as plain JSON, for the page and for API users."""
-    from invgen.metrics.report import REPORT_METRICS, json_safe
+    from invgen.metrics.render import json_safe
+    from invgen.metrics.report import REPORT_METRICS
 
     out: dict[str, Any] = {}
     for label, report in result.reports.items():
@@ -240,7 +241,7 @@ def build_app(
     def compare(pipeline, adapter, prompts, per_prompt, seed, scale, steps, cfg, spec, values, target,
                 progress=gr.Progress()):
         from invgen.metrics.plots import plot_attribute_histogram, plot_comparison
-        from invgen.metrics.report import comparison_markdown, report_markdown
+        from invgen.metrics.render import comparison_markdown, report_markdown
         from invgen.side_by_side import clean_prompts, side_by_side
 
         _check_numbers(per_prompt, seed, scale, steps, cfg)
@@ -530,7 +531,7 @@ def _audit_table(folder: Path):
 
 
 def _audit_summary(folder: Path, report: dict[str, Any]) -> dict[str, Any]:
-    from invgen.metrics.report import json_safe
+    from invgen.metrics.render import json_safe
 
     summary = {
         "folder": str(folder),

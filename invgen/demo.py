@@ -13,7 +13,7 @@ import numpy as np
 
 from invgen.atomic import atomic_file, write_json, write_text
 from invgen.config import load_config
-from invgen.metrics.report import json_safe
+from invgen.metrics.render import json_safe
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "digits"
 

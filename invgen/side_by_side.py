@@ -92,7 +92,8 @@ def side_by_side(
     `call_kwargs` go to the pipeline (num_inference_steps, guidance_scale, ...). The pipeline is left as
     it was found: the adapter is detached even when sampling fails.
     """
-    from invgen.metrics.report import compare_reports, images_report
+    from invgen.metrics.compare import compare_reports
+    from invgen.metrics.report import images_report
     from invgen.sampling import generate, image_seed
 
     prompts = clean_prompts(prompts)

@@ -11,18 +11,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "invgen.metrics.report": (
-        "bias_report",
-        "images_report",
-        "attribute_figures",
-        "compare_reports",
-        "write_report",
-        "write_comparison",
-        "report_markdown",
-        "comparison_markdown",
-        "load_report",
-        "parse_target",
-    ),
+    "invgen.metrics.report": ("bias_report", "images_report", "attribute_figures", "parse_target", "ReportOptions"),
+    "invgen.metrics.compare": ("compare_reports", "load_report"),
+    "invgen.metrics.render": ("write_report", "write_comparison", "report_markdown", "comparison_markdown"),
     "invgen.metrics.fairness": (
         "bias_score",
         "shen_bias",
