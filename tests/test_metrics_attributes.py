@@ -28,13 +28,6 @@ def _truth(split, names):
     return np.array([index[r.attributes["color"]] for r in split.records])
 
 
-@pytest.mark.parametrize("palette", ["two", "ten"])
-def test_oracle_is_exact_on_the_digits(palette):
-    test = build_splits(size=16, palette_name=palette)["test"]
-    clf = load_classifier(f"oracle:color:{palette}", attribute="color")
-    assert clf.names == [r.attributes["color"] for r in test.records[: len(clf.names)]]
-    assert (clf(test.images) == _truth(test, clf.names)).all()
-
 
 @pytest.mark.parametrize(
     ("spec", "kwargs", "message"),
@@ -177,14 +170,6 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(InvgenModelError, match="'UNet2DModel' model, which invgen cannot load"):
         load_classifier(f"checkpoint:{tmp_path / 'other'}")
 
-
-def test_digit_cnn_checkpoint_gets_digit_names(tmp_path):
-    from invgen.models.digit_cnn import DigitCNN
-
-    DigitCNN(size=16).save_pretrained(tmp_path / "cnn")
-    clf = load_classifier(f"checkpoint:{tmp_path / 'cnn'}")
-    assert clf.names == [str(d) for d in range(10)]
-    assert clf(np.zeros((2, 16, 16, 3), dtype=np.uint8)).shape == (2,)
 
 
 def test_attribute_cnn_needs_names():

@@ -101,16 +101,6 @@ def test_quality_report_with_digit_cnn_features():
     assert other["fid"] == pytest.approx(frechet_distance(feats(b), feats(a)))
 
 
-def test_digit_cnn_features_from_a_saved_folder(tmp_path):
-    from invgen.models.digit_cnn import DigitCNN
-
-    torch.manual_seed(0)
-    cnn = DigitCNN(size=16)
-    cnn.save_pretrained(tmp_path / "cnn")
-    images = np.random.default_rng(0).integers(0, 255, (5, 16, 16, 3), dtype=np.uint8)
-    loaded = load_feature_extractor(f"digit-cnn:{tmp_path / 'cnn'}")
-    assert np.allclose(loaded(images), cnn.features_of(images), atol=1e-6)
-
 
 def test_feature_spec_errors(tmp_path):
     known = r"\(use clip:PATH, digit-cnn:DIR or inception:PATH\)"
