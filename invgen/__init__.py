@@ -29,7 +29,7 @@ _EXPORTS = {
     "ImageRecord": "invgen.data.imagefolder",
     "make_colored_digits": "invgen.benchmarks.digits.data",
     "bias_report": "invgen.metrics.report",
-    "compare_reports": "invgen.metrics.report",
+    "compare_reports": "invgen.metrics.compare",
     "images_report": "invgen.metrics.report",
     "run_audit": "invgen.audit.run",
     "compare_audits": "invgen.audit.compare",
@@ -60,7 +60,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from invgen.invdiff.grouper import GrouperConfig  # noqa: F401
     from invgen.invdiff.guidance import InvariantGuidance  # noqa: F401
     from invgen.invdiff.objective import group_robust_loss  # noqa: F401
-    from invgen.metrics.report import bias_report, compare_reports, images_report  # noqa: F401
+    from invgen.metrics.compare import compare_reports  # noqa: F401
+    from invgen.metrics.report import bias_report, images_report  # noqa: F401
     from invgen.models.loading import load_pipeline, save_pipeline  # noqa: F401
     from invgen.models.tiny import tiny_pipeline  # noqa: F401
     from invgen.models.tokenizer import build_clip_tokenizer  # noqa: F401

@@ -92,7 +92,8 @@ def side_by_side(
     `call_kwargs` go to the pipeline (num_inference_steps, guidance_scale, ...). The pipeline is left as
     it was found: the adapter is detached even when sampling fails.
     """
-    from invgen.metrics.report import compare_reports, images_report
+    from invgen.metrics.compare import compare_reports
+    from invgen.metrics.report import images_report
     from invgen.sampling import generate, image_seed
 
     prompts = clean_prompts(prompts)
@@ -119,7 +120,7 @@ def side_by_side(
 
     if classifier is not None:
         if isinstance(classifier, str):  # loaded once for both sets
-            from invgen.metrics.attributes import load_classifier
+            from invgen.metrics.classifiers import load_classifier
 
             classifier_label = classifier_label or classifier
             classifier = load_classifier(classifier, attribute=attribute)

@@ -185,8 +185,8 @@ def evaluate(base_dir: Path, adapter_dir: Path | None, per_prompt: int, cnn_dir:
     "a photo of the digit d", `per_prompt` images each, seeds `image_seed(0, i)`, read by the digit CNN."""
     from invgen.benchmarks.digits.cnn import load_or_train_digit_cnn
     from invgen.benchmarks.digits.data import digit_prompt
+    from invgen.benchmarks.digits.metrics import digit_figures
     from invgen.invdiff.guidance import InvariantGuidance
-    from invgen.metrics.digits import digit_figures
     from invgen.models.loading import load_pipeline
     from invgen.sampling import generate, image_seed
 

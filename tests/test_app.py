@@ -105,7 +105,7 @@ def test_side_by_side_uses_the_same_noise_and_leaves_the_pipeline_as_it_was(runs
 
 
 def test_app_generates_both_grids_and_their_metrics(client, runs):
-    from invgen.metrics.attributes import ColorOracle
+    from invgen.benchmarks.digits.oracle import ColorOracle
     from invgen.metrics.fairness import bias_score
 
     base_gallery, debiased_gallery, base_hist, debiased_hist, bars, metrics, table, status = _compare(

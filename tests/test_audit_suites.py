@@ -9,7 +9,7 @@ import yaml
 from invgen.audit.suites import Attribute, Suite, builtin_suites, load_suite
 from invgen.benchmarks.digits.data import PALETTES, build_splits, digit_prompts
 from invgen.errors import InvgenConfigError
-from invgen.metrics.attributes import load_classifier
+from invgen.metrics.classifiers import load_classifier
 
 FAIRFACE_RACE4 = ["White", "Black", "Asian", "Indian"]
 FAIRFACE_RACE7 = ["White", "Black", "Latino_Hispanic", "East Asian", "Southeast Asian", "Indian", "Middle Eastern"]

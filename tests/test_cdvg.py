@@ -36,7 +36,7 @@ def _sample(root, n=120):
 
 def test_learned_translator_changes_color_and_keeps_the_digit(ten_dir, learned, tmp_path):
     from invgen.benchmarks.digits.cnn import load_or_train_digit_cnn
-    from invgen.metrics.attributes import ColorOracle
+    from invgen.benchmarks.digits.oracle import ColorOracle
 
     images, labels = _sample(ten_dir)
     seeds = list(range(len(images)))

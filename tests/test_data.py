@@ -5,9 +5,9 @@ import pytest
 from PIL import Image
 
 from invgen.benchmarks.digits.data import build_splits, make_colored_digits
+from invgen.benchmarks.digits.oracle import ColorOracle
 from invgen.data.imagefolder import ImageRecord, read_imagefolder, write_imagefolder
 from invgen.errors import InvgenDataError
-from invgen.metrics.attributes import ColorOracle
 
 
 def _write_set(root, n=3, size=8, mode="RGB"):

@@ -9,7 +9,7 @@ from PIL import Image
 from invgen.cli import main
 from invgen.data.imagefolder import ImageRecord, read_imagefolder, read_metadata, write_imagefolder
 from invgen.errors import InvgenDataError
-from invgen.metrics.attributes import MetadataAttribute
+from invgen.metrics.classifiers.metadata import MetadataAttribute
 
 NURSE, DOCTOR = "a photo of the face of a nurse", "a photo of the face of a doctor"
 # nurse: 4 women, 0 men (bias 1.0); doctor: 1 woman, 3 men (bias 0.5); mean over prompts 0.75

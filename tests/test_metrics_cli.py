@@ -88,7 +88,7 @@ def _unreadable(tmp_path, base):
         (_unreadable, "metadata.jsonl:3: image 002.png is unreadable"),
         (lambda t, b: [str(t / "missing")], "no such image folder"),
         (lambda t, b: [str(b), "--attribute", "shape"], "reads the attribute 'color', not 'shape'"),
-        (lambda t, b: [str(b), "--classifier", "magic:8ball"], "unknown classifier spec 'magic:8ball'"),
+        (lambda t, b: [str(b), "--classifier", "magic:8ball"], "unknown classifier 'magic:8ball'"),
         (
             lambda t, b: [str(b), "--classifier", f"checkpoint:{t / 'nothing'}"],
             "no classifier checkpoint folder",

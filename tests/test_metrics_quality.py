@@ -8,10 +8,10 @@ import pytest
 import torch
 from helpers import tiny_open_clip
 
+from invgen.benchmarks.digits.features import digit_cnn_features
 from invgen.errors import InvgenConfigError, InvgenModelError
 from invgen.metrics.quality import (
     clip_score,
-    digit_cnn_features,
     frechet_distance,
     load_feature_extractor,
     precision_recall,
@@ -101,21 +101,12 @@ def test_quality_report_with_digit_cnn_features():
     assert other["fid"] == pytest.approx(frechet_distance(feats(b), feats(a)))
 
 
-def test_digit_cnn_features_from_a_saved_folder(tmp_path):
-    from invgen.benchmarks.digits.cnn import DigitCNN
-
-    torch.manual_seed(0)
-    cnn = DigitCNN(size=16)
-    cnn.save_pretrained(tmp_path / "cnn")
-    images = np.random.default_rng(0).integers(0, 255, (5, 16, 16, 3), dtype=np.uint8)
-    loaded = load_feature_extractor(f"digit-cnn:{tmp_path / 'cnn'}")
-    assert np.allclose(loaded(images), cnn.features_of(images), atol=1e-6)
-
 
 def test_feature_spec_errors(tmp_path):
-    with pytest.raises(InvgenConfigError, match="unknown feature spec 'vgg:x'"):
+    known = r"\(use clip:PATH, digit-cnn:DIR or inception:PATH\)"
+    with pytest.raises(InvgenConfigError, match=rf"unknown feature extractor 'vgg:x' {known}"):
         load_feature_extractor("vgg:x")
-    with pytest.raises(InvgenConfigError, match="needs a path"):
+    with pytest.raises(InvgenConfigError, match="needs its argument: clip:PATH"):
         load_feature_extractor("clip:")
     with pytest.raises(InvgenModelError, match="no Inception weights file"):
         load_feature_extractor(f"inception:{tmp_path / 'missing.pth'}")

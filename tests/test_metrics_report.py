@@ -9,17 +9,9 @@ from helpers import P3, P5, RGB, write_set
 from PIL import Image
 
 from invgen.errors import InvgenConfigError, InvgenDataError
-from invgen.metrics.report import (
-    attribute_figures,
-    bias_report,
-    compare_reports,
-    images_report,
-    json_safe,
-    parse_target,
-    report_markdown,
-    write_comparison,
-    write_report,
-)
+from invgen.metrics.compare import compare_reports
+from invgen.metrics.render import json_safe, report_markdown, write_comparison, write_report
+from invgen.metrics.report import attribute_figures, bias_report, images_report, parse_target
 
 
 @pytest.fixture()

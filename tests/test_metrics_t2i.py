@@ -8,7 +8,6 @@ import pytest
 from invgen.errors import InvgenConfigError, InvgenModelError
 from invgen.metrics.t2i import (
     ClipJudge,
-    DigitsOracleExtractor,
     TokenFilter,
     distribution_bias,
     generative_miss_rate,
@@ -140,18 +139,6 @@ def test_t2i_bias_without_judge_or_extractor():
     with pytest.raises(ValueError, match="extractor"):
         t2i_bias(images, ["a cat"])
 
-
-def test_digits_oracle_extractor_reads_the_painted_color():
-    from invgen.benchmarks.digits.data import build_splits
-
-    test = build_splits(size=16, palette_name="two")["test"]
-    ext = DigitsOracleExtractor("two")
-    sets = ext.batch(test.images[:40])
-    assert sets == [{"digit", r.attributes["color"]} for r in test.records[:40]]
-    assert ext(test.images[0]) == sets[0]
-    # On the digits, H_J is exact: X = {photo, digit}, Y = {digit, <color>} → 1 − 1/3 for every image
-    out = t2i_bias(test.images[:40], [r.prompt for r in test.records[:40]], ext, token_filter=tf())
-    assert out["H_J"] == pytest.approx(2 / 3) and out["H_plus"] == pytest.approx(0.5)
 
 
 class FakeBundle:

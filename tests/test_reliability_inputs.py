@@ -132,7 +132,7 @@ def test_json_writers_refuse_nan_and_leave_the_old_file(tmp_path):
 
 # ------------------------------------------------------------------------------------------ the color oracle
 def test_colorless_images_are_unreadable_not_red():
-    from invgen.metrics.attributes import ColorOracle
+    from invgen.benchmarks.digits.oracle import ColorOracle
 
     images = np.zeros((5, 8, 8, 3), np.uint8)
     images[1] = 128  # gray
@@ -171,7 +171,7 @@ def test_unreadable_images_are_left_out_of_the_figures(tmp_path, capsys):
 
 
 def test_digit_figures_count_unreadable_images():
-    from invgen.metrics.digits import digit_figures
+    from invgen.benchmarks.digits.metrics import digit_figures
 
     class ReadsThree:
         def predict(self, images):

@@ -95,7 +95,7 @@ def _audit_table(folder: Path) -> Any:
 
 
 def _audit_summary(folder: Path, report: dict[str, Any]) -> dict[str, Any]:
-    from invgen.metrics.report import json_safe
+    from invgen.metrics.render import json_safe
 
     summary = {
         "folder": str(folder),

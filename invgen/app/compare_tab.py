@@ -38,7 +38,8 @@ def resolve_classifier(models: Models, clip: Any, pipeline: str, spec: str,
 
 def metrics_json(result: Any) -> dict[str, Any]:
     """The figures of each set (and the ratios to the base) as plain JSON, for the page and for API users."""
-    from invgen.metrics.report import REPORT_METRICS, json_safe
+    from invgen.metrics.render import json_safe
+    from invgen.metrics.report import REPORT_METRICS
 
     out: dict[str, Any] = {}
     for label, report in result.reports.items():
@@ -94,7 +95,7 @@ def figures(result: Any) -> tuple:
     """(base plot, adapter plot, bias bars, metrics JSON, report table) of a side-by-side result; a plot is
     None where there is nothing to draw."""
     from invgen.metrics.plots import plot_attribute_histogram, plot_comparison
-    from invgen.metrics.report import comparison_markdown, report_markdown
+    from invgen.metrics.render import comparison_markdown, report_markdown
 
     plots = {label: plot_pixels(plot_attribute_histogram, report) for label, report in result.reports.items()}
     bars = None

@@ -53,7 +53,7 @@ class Models:
         return self._guidance[name]
 
     def classifier(self, spec: str, values: list[str]) -> Any:
-        from invgen.metrics.attributes import load_classifier
+        from invgen.metrics.classifiers import load_classifier
 
         key = (spec, tuple(values))
         if key not in self._classifiers:

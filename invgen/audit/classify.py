@@ -78,20 +78,23 @@ class _InSuiteOrder:
 
 def load_models(plan: Any) -> AuditModels:
     """Load the detector, the classifiers and the CLIP bundle of `plan`; a CLIP model is loaded once."""
-    from invgen.metrics.attributes import ClipZeroShot, load_classifier, load_open_clip
+    from invgen.metrics.classifiers import load_classifier
+    from invgen.metrics.classifiers.clip import ClipZeroShot
     from invgen.metrics.faces import load_detector
+    from invgen.models.clip import load_open_clip
+    from invgen.registry import split_spec
 
     detector = load_detector(plan.detector) if plan.uses_faces else None
     bundles: dict[str, Any] = {}
     classifiers = {}
     for part, spec in zip(plan.parts, plan.classifiers, strict=True):
-        kind, _, arg = spec.partition(":")
-        if kind == "clip" and arg in bundles:
+        name, arg = split_spec(spec)
+        if name == "clip" and arg in bundles:
             clf = ClipZeroShot(bundles[arg], part.prompts, attribute=part.name)
         else:
-            clf = load_classifier(spec, attribute=part.name, prompts=part.prompts if kind == "clip" else None,
+            clf = load_classifier(spec, attribute=part.name, prompts=part.prompts if name == "clip" else None,
                                   model_name=plan.clip_model, device=plan.device)
-            if kind == "clip":
+            if isinstance(clf, ClipZeroShot):
                 bundles[arg] = clf.bundle
         classifiers[part.name] = _InSuiteOrder(clf, _suite_order(clf, part, spec), part.values)
     clip = None

@@ -1,7 +1,7 @@
 """`invgen audit --compare DIR1 DIR2`: two audits side by side (typically base, then debiased), with the change
 in each figure and a per-prompt plot.
 
-The comparison is `invgen.metrics.report.compare_reports` (the one `invgen metrics --compare` makes) with the
+The comparison is `invgen.metrics.compare.compare_reports` (the one `invgen metrics --compare` makes) with the
 audit's own figures added: the change (second − first) of every bias, no-face and quality figure, and the
 protocol settings the two audits differ in (a comparison is fair only when just the pipeline or adapter does).
 """
@@ -17,7 +17,9 @@ from invgen.atomic import write_text
 from invgen.audit.figures import QUALITY_KEYS
 from invgen.audit.folder import REPORT
 from invgen.errors import InvgenConfigError, InvgenDataError, shown
-from invgen.metrics.report import METRIC_TITLES, REPORT_METRICS, compare_reports, comparison_markdown, json_safe
+from invgen.metrics.compare import compare_reports
+from invgen.metrics.render import METRIC_TITLES, comparison_markdown, json_safe
+from invgen.metrics.report import REPORT_METRICS
 
 CHANGED_KEYS = (*REPORT_METRICS, "no_face_share", *QUALITY_KEYS)
 _SAME_PROTOCOL = ("suite", "attribute", "prompts", "per_prompt", "seed", "detector", "classifier", "call")
@@ -25,7 +27,7 @@ _SAME_PROTOCOL = ("suite", "attribute", "prompts", "per_prompt", "seed", "detect
 
 def load_audit(folder: str | Path) -> dict[str, Any]:
     """The report.json of an audit folder (or the file itself), checked as `invgen metrics` checks reports."""
-    from invgen.metrics.report import load_report
+    from invgen.metrics.compare import load_report
 
     path = Path(folder)
     if path.is_dir() and not (path / REPORT).is_file():

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from invgen.errors import InvgenConfigError, InvgenModelError, shown
+from invgen.registry import split_spec
 
 JOINT_SEPARATOR = "+"
 """Joins the parts of a joint attribute on the command line (`gender+race`)."""
 VALUE_SEPARATOR = "|"
 """Joins the values of a joint attribute's parts into one value (`male|White`)."""
-CLASSIFIER_KINDS = ("oracle", "clip", "checkpoint")
 MAX_BOOTSTRAP = 100_000  # as `invgen metrics`: resamples are held in memory at once
 
 
@@ -158,19 +158,19 @@ def split_attribute(attribute: str) -> list[str]:
 
 
 def _check_spec(spec: str, part: Any) -> str:
-    kind, _, arg = str(spec).partition(":")
-    if kind == "metadata":
+    """The spec names a classifier that reads images, and the local path it names exists (nothing loads)."""
+    from invgen.metrics.classifiers import CLASSIFIERS
+
+    entry, arg = CLASSIFIERS.entry(spec)
+    if entry.name == "metadata":
         raise InvgenConfigError("the audit classifies the images it samples, which carry no attribute in "
-                                "metadata.jsonl: use oracle:color, clip:PATH or checkpoint:PATH")
-    if kind not in CLASSIFIER_KINDS:
-        raise InvgenConfigError(f"unknown classifier spec '{spec}' (use oracle:color, clip:PATH or checkpoint:PATH)")
-    if kind in ("clip", "checkpoint") and not arg:
-        raise InvgenConfigError(f"'{kind}:' needs a local path, e.g. {kind}:/models/{kind}")
-    if kind == "clip" and not Path(arg).expanduser().exists():
+                                "metadata.jsonl: use one that reads images "
+                                f"({', '.join(e.usage for e in CLASSIFIERS if e.name != 'metadata')})")
+    if entry.name == "clip" and not Path(arg).expanduser().exists():
         raise InvgenModelError(f"no CLIP weights at {shown(arg)} (give a local open_clip folder or weights file)")
-    if kind == "checkpoint" and not Path(arg).expanduser().is_dir():
+    if entry.name == "checkpoint" and not Path(arg).expanduser().is_dir():
         raise InvgenModelError(f"no classifier checkpoint folder at {shown(arg)}")
-    if kind == "clip" and len(part.prompts) < 2:
+    if entry.name == "clip" and len(part.prompts) < 2:
         raise InvgenConfigError(f"the suite gives no CLIP prompts for the values of '{part.name}', which a "
                                 f"clip: classifier needs")
     return str(spec)
@@ -239,7 +239,7 @@ def plan_audit(
     if guidance is not None and not Path(guidance).expanduser().is_dir():
         raise InvgenModelError(f"no adapter folder at {shown(guidance)} (give the folder an InvDiff run wrote)")
     if clip is None:
-        clip = next((c.partition(":")[2] for c in classifiers if c.startswith("clip:")), None)
+        clip = next((arg for name, arg in map(split_spec, classifiers) if name == "clip"), None)
     elif not Path(clip).expanduser().exists():
         raise InvgenModelError(f"no CLIP weights at {shown(clip)} (give a local open_clip folder or weights file)")
     prompts = tuple(suite.prompts[:prompts_limit] if prompts_limit else suite.prompts)

@@ -12,7 +12,8 @@ from typing import Any
 from invgen.atomic import json_text, write_json, write_text
 from invgen.audit.figures import QUALITY_KEYS
 from invgen.audit.folder import CSV, HISTOGRAM, MARKDOWN, PREDICTIONS, REPORT
-from invgen.metrics.report import METRIC_TITLES, REPORT_METRICS, fmt, fmt_ci, json_safe, md_cell
+from invgen.metrics.render import METRIC_TITLES, fmt, fmt_ci, json_safe, md_cell
+from invgen.metrics.report import REPORT_METRICS
 
 _QUALITY_TITLES = {"clip_score": "CLIP-T ↑", "clip_i_to_base": "CLIP-I to base ↑",
                    "pixel_similarity_to_base": "1 − pixel MAE to base ↑", "ssim_to_base": "SSIM to base ↑"}

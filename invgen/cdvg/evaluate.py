@@ -75,7 +75,7 @@ def evaluate_run(
     keep = {f"{s}_acc" for s in test_sets} | {"worst_group_acc", "num_groups"}
     result = {"run": str(run), "test_dir": str(test_dir), **{k: v for k, v in acc.items() if k in keep}}
     if write:
-        from invgen.metrics.report import json_safe
+        from invgen.metrics.render import json_safe
 
         write_json(run / "eval.json", json_safe(result))  # an absent test group's NaN accuracy becomes null
         write_text(run / "eval.md", table([result]))

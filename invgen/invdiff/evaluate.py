@@ -25,8 +25,10 @@ def evaluate_invdiff(cfg: InvDiffConfig) -> Path:
     from invgen.atomic import write_json
     from invgen.data.imagefolder import read_imagefolder, read_metadata
     from invgen.invdiff.guidance import InvariantGuidance
-    from invgen.metrics.attributes import load_classifier
-    from invgen.metrics.report import bias_report, compare_reports, json_safe, write_comparison, write_report
+    from invgen.metrics.classifiers import load_classifier
+    from invgen.metrics.compare import compare_reports
+    from invgen.metrics.render import json_safe, write_comparison, write_report
+    from invgen.metrics.report import bias_report
     from invgen.sampling import sample_to_imagefolder
     from invgen.side_by_side import sample_pair
 

@@ -11,18 +11,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "invgen.metrics.report": (
-        "bias_report",
-        "images_report",
-        "attribute_figures",
-        "compare_reports",
-        "write_report",
-        "write_comparison",
-        "report_markdown",
-        "comparison_markdown",
-        "load_report",
-        "parse_target",
-    ),
+    "invgen.metrics.report": ("bias_report", "images_report", "attribute_figures", "parse_target", "ReportOptions"),
+    "invgen.metrics.compare": ("compare_reports", "load_report"),
+    "invgen.metrics.render": ("write_report", "write_comparison", "report_markdown", "comparison_markdown"),
     "invgen.metrics.fairness": (
         "bias_score",
         "shen_bias",
@@ -41,7 +32,6 @@ _EXPORTS = {
         "generative_miss_rate",
         "t2i_bias",
         "TokenFilter",
-        "DigitsOracleExtractor",
         "ClipJudge",
         "BlipCaptioner",
     ),
@@ -52,14 +42,10 @@ _EXPORTS = {
         "quality_report",
         "load_feature_extractor",
     ),
-    "invgen.metrics.attributes": (
-        "load_classifier",
-        "ColorOracle",
-        "ClipZeroShot",
-        "AttributeCNN",
-        "train_attribute_cnn",
-        "load_open_clip",
-    ),
+    "invgen.metrics.classifiers": ("load_classifier", "CLASSIFIERS"),
+    "invgen.metrics.classifiers.clip": ("ClipZeroShot",),
+    "invgen.metrics.classifiers.checkpoint": ("AttributeCNN", "train_attribute_cnn"),
+    "invgen.models.clip": ("load_open_clip",),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -1,7 +1,7 @@
 """`invgen metrics SAMPLES_DIR ...`: bias metrics of an image set, optionally side by side with others.
 
 This module is imported whenever the `invgen` command starts, so it imports nothing heavy at the top:
-the work happens in `invgen.metrics.report`, loaded when the command runs.
+the work happens in `invgen.metrics.report` (computing), `.compare` and `.render`, loaded when the command runs.
 """
 
 from __future__ import annotations
@@ -79,17 +79,26 @@ def metrics_command(
     plots: bool = typer.Option(True, "--plots/--no-plots", help="write PNG plots beside the report"),
 ) -> None:
     """Compute bias metrics of an image set: JSON, markdown and plots; --compare puts sets side by side."""
-    from invgen.metrics.report import (
-        bias_report,
-        compare_reports,
-        comparison_markdown,
-        load_report,
-        report_markdown,
-        write_comparison,
-        write_report,
-    )
+    from invgen.metrics.compare import compare_reports, load_report
+    from invgen.metrics.report import ReportOptions, bias_report
     from invgen.metrics.t2i import read_synonyms
 
+    _check_statistics(bootstrap, confidence, seed)
+    options = ReportOptions(
+        names=_split(labels), prompts_file=prompts_file, palette=palette, clip_model=clip_model, device=device,
+        reference=reference, features=features, clip=clip, t2i=t2i, captioner=captioner,
+        synonyms=read_synonyms(synonyms) if synonyms is not None else None,
+        n_boot=bootstrap, confidence=confidence, seed=seed,
+    )
+    measure = dict(attribute=attribute, classifier=classifier, target=target, options=options)
+    report = bias_report(samples, **measure)
+    # Every set to compare is read (and checked) before anything is written: a bad --compare leaves no file.
+    others = [load_report(p) if p.suffix == ".json" else bias_report(p, **measure) for p in compare or []]
+    comparison = compare_reports([report, *others]) if others else None
+    _write_and_print(report, comparison, out or samples / "report.json", plots)
+
+
+def _check_statistics(bootstrap: int, confidence: float, seed: int) -> None:
     if bootstrap < 0:
         raise InvgenConfigError(f"--bootstrap must be 0 or more, got {bootstrap}")
     if bootstrap > MAX_BOOTSTRAP:
@@ -97,30 +106,11 @@ def metrics_command(
     if not 0.0 < confidence < 1.0:  # also refuses NaN
         raise InvgenConfigError(f"--confidence must lie between 0 and 1, got {confidence}")
     check_seed(seed, "--seed")
-    options = dict(
-        attribute=attribute,
-        classifier=classifier,
-        target=target,
-        names=_split(labels),
-        prompts_file=prompts_file,
-        palette=palette,
-        clip_model=clip_model,
-        device=device,
-        reference=reference,
-        features=features,
-        clip=clip,
-        t2i=t2i,
-        captioner=captioner,
-        synonyms=read_synonyms(synonyms) if synonyms is not None else None,
-        n_boot=bootstrap,
-        confidence=confidence,
-        seed=seed,
-    )
-    report = bias_report(samples, **options)
-    # Every set to compare is read (and checked) before anything is written: a bad --compare leaves no file.
-    others = [load_report(p) if p.suffix == ".json" else bias_report(p, **options) for p in compare or []]
-    comparison = compare_reports([report, *others]) if others else None
-    out = out or samples / "report.json"
+
+
+def _write_and_print(report: dict, comparison: dict | None, out: Path, plots: bool) -> None:
+    from invgen.metrics.render import comparison_markdown, report_markdown, write_comparison, write_report
+
     written = write_report(report, out, plots=plots)
     if comparison is None:
         typer.echo(report_markdown(report))

@@ -1,10 +1,10 @@
 """Image quality against a reference set: FID, k-NN precision/recall, and CLIP score.
 
 Every measure works in the space of a pluggable feature extractor, a callable uint8 images (N, H, W, C) →
-features (N, D): the digit CNN on the embedded benchmark (`digit-cnn:DIR`), CLIP image features
-(`clip:PATH`, local open_clip weights), or Inception (`inception:PATH`, needs torch-fidelity and its
-weights file). FID uses torchmetrics' Fréchet distance; precision/recall follows Kynkäänniemi et al.,
-"Improved Precision and Recall Metric for Assessing Generative Models" (2019).
+features (N, D), named by a spec in `FEATURES`: CLIP image features (`clip:PATH`, local open_clip weights),
+Inception (`inception:PATH`, needs torch-fidelity and its weights file), or a plug-in's (the colored-digits
+benchmark adds its digit CNN, `digit-cnn:DIR`). FID uses torchmetrics' Fréchet distance; precision/recall
+follows Kynkäänniemi et al., "Improved Precision and Recall Metric for Assessing Generative Models" (2019).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from invgen.errors import InvgenConfigError, InvgenModelError
+from invgen.errors import InvgenModelError
+from invgen.registry import Registry
 
 FeatureExtractor = Callable[[np.ndarray], np.ndarray]
 
@@ -113,30 +114,13 @@ def clip_score(images: np.ndarray, texts: Sequence[str], bundle: Any, batch_size
 
 
 # ------------------------------------------------------------------------------------ feature extractors
-def digit_cnn_features(model_or_dir: Any) -> FeatureExtractor:
-    """Penultimate features of the digit CNN (a `DigitCNN`, or a cache folder: trained there if empty)."""
-    model = model_or_dir
-    if isinstance(model_or_dir, (str, os.PathLike)):
-        from invgen.benchmarks.digits.cnn import DigitCNN, load_or_train_digit_cnn
-
-        path = Path(model_or_dir).expanduser()
-        if (path / "config.json").is_file():
-            try:
-                model = DigitCNN.from_pretrained(path).eval()
-            except Exception as e:  # noqa: BLE001 - diffusers raises OSError/ValueError alike
-                raise InvgenModelError(f"could not load the digit CNN in {path}: {e}") from None
-        else:
-            model = load_or_train_digit_cnn(path)
-    return lambda images: model.features_of(images)
-
-
 def clip_features(
     path_or_bundle: Any, model_name: str | None = None, device: str | None = None, batch_size: int = 64
 ) -> FeatureExtractor:
     """L2-normalised CLIP image features from local open_clip weights (or a loaded bundle)."""
     bundle = path_or_bundle
     if isinstance(path_or_bundle, (str, os.PathLike)):
-        from invgen.metrics.attributes import load_open_clip
+        from invgen.models.clip import load_open_clip
 
         bundle = load_open_clip(path_or_bundle, model_name=model_name, device=device)
     return lambda images: bundle.encode_images(images, batch_size).numpy()
@@ -173,22 +157,25 @@ def inception_features(weights_path: str | os.PathLike, batch_size: int = 64) ->
     return extract
 
 
+FEATURES: Registry[FeatureExtractor] = Registry("feature extractor")
+"""Feature spaces by spec; a factory is called as `factory(arg, model_name=..., device=...)`."""
+FEATURES.register(
+    "clip", lambda arg, model_name=None, device=None, **_: clip_features(arg, model_name=model_name, device=device),
+    arg="PATH", help="CLIP image features from local open_clip weights",
+)
+FEATURES.register(
+    "inception", lambda arg, **_: inception_features(arg), arg="PATH",
+    help="Inception-v3 pool features (standard FID) from a torch-fidelity weights file",
+)
+
+
 def load_feature_extractor(
     spec: str | FeatureExtractor, model_name: str | None = None, device: str | None = None
 ) -> FeatureExtractor:
-    """`digit-cnn:DIR`, `clip:PATH` or `inception:PATH`; a callable is returned as is."""
+    """A spec resolved through `FEATURES` (`clip:PATH`, `inception:PATH`, plug-ins'); a callable is returned as is."""
     if callable(spec):
         return spec
-    kind, _, arg = str(spec).partition(":")
-    if not arg and kind in ("digit-cnn", "clip", "inception"):
-        raise InvgenConfigError(f"the feature spec '{spec}' needs a path after '{kind}:'")
-    if kind == "digit-cnn":
-        return digit_cnn_features(arg)
-    if kind == "clip":
-        return clip_features(arg, model_name=model_name, device=device)
-    if kind == "inception":
-        return inception_features(arg)
-    raise InvgenConfigError(f"unknown feature spec '{spec}' (use digit-cnn:DIR, clip:PATH or inception:PATH)")
+    return FEATURES.resolve(spec, model_name=model_name, device=device)
 
 
 def quality_report(

@@ -2,7 +2,8 @@
 Models" (2023): distribution bias B_D, Jaccard hallucination H_J and generative miss-rate M_G.
 
 Each image is read into a set of words by a pluggable *extractor* (a callable image → caption string or
-set of object names: a captioner such as BLIP, an object detector, or the oracle of the colored digits),
+set of object names: a captioner such as BLIP, an object detector, or a classifier's own `object_extractor()`,
+as the colored digits' oracle has),
 and the prompt into its set of subject words by the same token filter. M_G needs a *judge*, a callable
 (image, texts) → probabilities, e.g. CLIP zero-shot between the prompt and a blank text. Formulas are in
 docs/metrics.md, which also says which choices are the paper's and which ours.
@@ -288,23 +289,6 @@ def t2i_bias(
 
 
 # -------------------------------------------------------------------------------- extractors and judges
-class DigitsOracleExtractor:
-    """The colored digits' exact 'caption': {"digit", <color>} read by the pixel oracle, no model."""
-
-    def __init__(self, palette_name: str = "two"):
-        from invgen.metrics.attributes import ColorOracle
-
-        self.oracle = ColorOracle(palette_name)
-
-    def batch(self, images: np.ndarray) -> list[set[str]]:
-        colors = self.oracle(images)
-        # An image without color (UNREADABLE, -1) shows no color object; names[-1] would invent one.
-        return [{"digit", self.oracle.names[c]} if c >= 0 else {"digit"} for c in colors]
-
-    def __call__(self, image: np.ndarray) -> set[str]:
-        return self.batch(np.asarray(image)[None])[0]
-
-
 class ClipJudge:
     """CLIP zero-shot judge: softmax over the texts of the scaled cosine similarities to the image."""
 

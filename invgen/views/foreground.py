@@ -125,11 +125,11 @@ class ClipForeground(ForegroundEstimator):
 
     GenView takes the first principal component of CLIP patch features (PCA fitted on ImageNet); comparing
     patches with the pooled embedding needs no fitted PCA and highlights the same object-centric patches.
-    Weights come from a local open_clip folder or file (`invgen.metrics.attributes.load_open_clip`).
+    Weights come from a local open_clip folder or file (`invgen.models.clip.load_open_clip`).
     """
 
     def __init__(self, path: str | os.PathLike, model_name: str | None = None, device: str | None = None):
-        from invgen.metrics.attributes import load_open_clip
+        from invgen.models.clip import load_open_clip
 
         self.path = Path(path)
         self.bundle = load_open_clip(path, model_name=model_name, device=device)

@@ -13,7 +13,7 @@ import numpy as np
 
 from invgen.atomic import atomic_file, write_json, write_text
 from invgen.config import load_config
-from invgen.metrics.report import json_safe
+from invgen.metrics.render import json_safe
 
 CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "digits"
 
@@ -86,8 +86,8 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, per_prompt: int
 def sample_and_score(base_dir, guidance_dir, cnn, per_prompt: int, palette_name: str = "two",
                      scale: float = 1.0, seed: int = 0) -> tuple[dict, dict]:
     from invgen.benchmarks.digits.data import digit_prompt
+    from invgen.benchmarks.digits.metrics import digit_figures
     from invgen.invdiff.guidance import InvariantGuidance
-    from invgen.metrics.digits import digit_figures
     from invgen.models.loading import load_pipeline
     from invgen.sampling import generate, image_seed
     from invgen.side_by_side import sample_pair

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from invgen.metrics.attributes import ColorOracle
+from invgen.benchmarks.digits.oracle import ColorOracle
 from invgen.metrics.fairness import UNREADABLE, bias_score, counts_by_prompt
 
 
