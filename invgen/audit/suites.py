@@ -1,6 +1,7 @@
 """Prompt suites for `invgen audit`: the prompts to sample and the attributes to audit them on, kept as data.
 
-A suite is one YAML (or JSON) file. The built-in ones live in `invgen/audit/suites/`:
+A suite is one YAML (or JSON) file. The built-in ones live in `invgen/audit/suites/`, and a plug-in adds
+its own to the registry `SUITE_FILES` (the embedded benchmark's `digits`, in `invgen.benchmarks.digits`):
 
 - `digits`: the ten prompts of the embedded colored-digits benchmark ("a photo of the digit 3"), attribute
   `color` (the default palette's colors, read by the exact `oracle:color`, on whole images);
@@ -28,11 +29,16 @@ import yaml
 
 from invgen.audit.suite_schema import Attribute, BuiltinSuites, Suite, SuiteFile, parse_suite
 from invgen.errors import InvgenConfigError, shown
+from invgen.registry import Registry
 
 SUFFIXES = (".yaml", ".yml", ".json")
 """File endings `load_suite` reads as a user's suite file."""
 
-__all__ = ["SUFFIXES", "Attribute", "Suite", "builtin_suites", "load_suite"]
+SUITE_FILES: Registry[Path] = Registry("suite")
+"""Suite files that plug-ins ship, by suite name; a factory (no argument) returns the file's path. A file in
+`invgen/audit/suites/` of the same name is replaced."""
+
+__all__ = ["SUFFIXES", "SUITE_FILES", "Attribute", "Suite", "builtin_suites", "load_suite"]
 
 
 # ------------------------------------------------------------------------------------------- public
@@ -65,6 +71,7 @@ def _builtin_files() -> dict[str, Path]:
     for entry in folder.iterdir():
         if entry.name.endswith(".yaml") and entry.is_file():
             files[entry.name[: -len(".yaml")]] = Path(str(entry))
+    files.update({e.name: Path(e.factory("")) for e in SUITE_FILES})
     return dict(sorted(files.items()))
 
 
