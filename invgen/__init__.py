@@ -5,7 +5,7 @@ Public API (everything else may change):
 - `load_pipeline`, `PixelTextToImagePipeline`: models.
 - `read_imagefolder`, `write_imagefolder`, `make_colored_digits`: image sets.
 - `bias_report`: bias metrics on a generated set.
-- `run_audit`, `compare_audits`: a bias audit of a pipeline on a prompt suite (`invgen audit`).
+- `run_audit` (with an `AuditRequest`), `compare_audits`: a bias audit of a pipeline on a prompt suite (`invgen audit`).
 """
 
 from typing import TYPE_CHECKING
@@ -32,6 +32,7 @@ _EXPORTS = {
     "compare_reports": "invgen.metrics.compare",
     "images_report": "invgen.metrics.report",
     "run_audit": "invgen.audit.run",
+    "AuditRequest": "invgen.audit.plan",
     "compare_audits": "invgen.audit.compare",
     "InvgenError": "invgen.errors",
     "InvgenDataError": "invgen.errors",
@@ -52,6 +53,7 @@ def __getattr__(name: str):
 
 if TYPE_CHECKING:  # pragma: no cover
     from invgen.audit.compare import compare_audits  # noqa: F401
+    from invgen.audit.plan import AuditRequest  # noqa: F401
     from invgen.audit.run import run_audit  # noqa: F401
     from invgen.benchmarks.digits.data import make_colored_digits  # noqa: F401
     from invgen.data.imagefolder import ImageRecord, read_imagefolder, write_imagefolder  # noqa: F401

@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from invgen.audit.classify import analyze, load_models  # noqa: E402
 from invgen.audit.folder import IMAGES, claim_folder  # noqa: E402
-from invgen.audit.plan import plan_audit  # noqa: E402
+from invgen.audit.plan import AuditRequest, plan_audit  # noqa: E402
 from invgen.audit.run import finish_audit  # noqa: E402
 from invgen.benchmarks.digits.data import build_splits  # noqa: E402
 from invgen.data.imagefolder import ImageRecord, write_imagefolder  # noqa: E402
@@ -57,8 +57,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "audit.json")
     args = ap.parse_args()
 
-    plan = plan_audit("digits", "color", classifier="oracle:color", detector="none", per_prompt=args.n // 10,
-                      n_boot=args.bootstrap)
+    request = AuditRequest("digits", "color", classifier="oracle:color", detector="none", per_prompt=args.n // 10,
+                           n_boot=args.bootstrap)
+    plan = plan_audit(request)
     with tempfile.TemporaryDirectory(prefix="bench_audit_") as tmp:
         folder = Path(tmp) / "audit"
         t0 = time.perf_counter()

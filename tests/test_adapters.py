@@ -348,8 +348,8 @@ def test_attach_refusals_leave_the_pipeline_as_it_was(guidances):
     guidance.attach(pipe, fuse=False)
     before, out = state(pipe), run(pipe)
 
-    def refused(call, message):
-        with pytest.raises(InvgenModelError) as e:
+    def refused(call, message, error=InvgenModelError):
+        with pytest.raises(error) as e:
             call()
         assert str(e.value) == message
         assert_same_state(pipe, before)
@@ -360,10 +360,17 @@ def test_attach_refusals_leave_the_pipeline_as_it_was(guidances):
     refused(lambda: guidances("pixel", seed=3).attach(pipe, adapter_name="style"),
             "this pipeline already has an adapter named 'style'; detach it first or attach under another "
             "adapter_name")
-    for bad in (math.nan, math.inf, -math.inf, 10.5, -11):
-        message = f"the adapter scale must be finite and between -10 and 10, got {bad!r}"
-        refused(lambda bad=bad: guidance.set_scale(pipe, bad), message)
-        refused(lambda bad=bad: guidances("pixel", seed=3).attach(pipe, scale=bad, adapter_name="second"), message)
+    for bad in (math.nan, math.inf, -math.inf, 10.5, -11, "big"):
+        # One check for every scale (invgen.config.check_number), as the CLI's --scale gets.
+        if isinstance(bad, str):
+            message = f"adapter scale: must be a number, got {bad!r}"
+        elif math.isfinite(bad):
+            message = f"adapter scale: must be between -10 and 10, got {bad!r}"
+        else:
+            message = f"adapter scale: must be a finite number, got {bad!r}"
+        refused(lambda bad=bad: guidance.set_scale(pipe, bad), message, InvgenConfigError)
+        refused(lambda bad=bad: guidances("pixel", seed=3).attach(pipe, scale=bad, adapter_name="second"), message,
+                InvgenConfigError)
     other_size = build_pixel_pipeline(TinyUNetConfig(block_out_channels=(32, 64)))
     refused(lambda: trained(other_size).attach(pipe, adapter_name="second"),
             "this adapter was trained for another base model: block_out_channels is [32, 64] for the adapter but "

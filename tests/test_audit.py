@@ -325,22 +325,22 @@ def test_a_copied_audit_folder_resumes_without_sampling(runs, digits_audit, tmp_
 
 
 def test_plan_defaults_come_from_the_suite(tmp_path):
-    from invgen.audit.plan import plan_audit
+    from invgen.audit.plan import AuditRequest, plan_audit
     from invgen.errors import InvgenConfigError
 
-    plan = plan_audit("digits", "color")
+    plan = plan_audit(AuditRequest("digits", "color"))
     assert plan.classifiers == ("oracle:color",) and plan.detector == "none" and len(plan.prompts) == 10
     assert plan.clip is None and plan.call_kwargs() == {}
-    plan = plan_audit("occupations-test", "gender+race", classifier=f"clip:{tmp_path}", prompts_limit=3,
-                      resolution=64, steps=5)
+    plan = plan_audit(AuditRequest("occupations-test", "gender+race", classifier=f"clip:{tmp_path}",
+                                   prompts_limit=3, resolution=64, steps=5))
     assert plan.detector == "default" and plan.classifiers == (f"clip:{tmp_path}",) * 2 and plan.clip == str(tmp_path)
     assert len(plan.prompts) == 3 and plan.part_names == ["gender", "race"]
     assert plan.call_kwargs() == {"num_inference_steps": 5, "height": 64, "width": 64}
     assert plan.protocol("p", {})["split"] == "test"
     with pytest.raises(InvgenConfigError, match="'gender' of suite 'occupations-test' has no default classifier"):
-        plan_audit("occupations-test", "gender")
+        plan_audit(AuditRequest("occupations-test", "gender"))
     with pytest.raises(InvgenConfigError, match="3 classifiers for 2 attribute parts"):
-        plan_audit("occupations", "gender+age", classifier=[f"clip:{tmp_path}"] * 3)
+        plan_audit(AuditRequest("occupations", "gender+age", classifier=[f"clip:{tmp_path}"] * 3))
 
 
 def test_faces_are_found_cropped_and_counted_and_the_rest_is_no_face(sd_runs, tmp_path):
@@ -348,12 +348,12 @@ def test_faces_are_found_cropped_and_counted_and_the_rest_is_no_face(sd_runs, tm
     from skimage import data
 
     from invgen.audit.folder import claim_folder
-    from invgen.audit.plan import plan_audit
+    from invgen.audit.plan import AuditRequest, plan_audit
     from invgen.audit.run import finish_audit
     from invgen.data.imagefolder import ImageRecord, write_imagefolder
 
-    plan = plan_audit("occupations", "gender", classifier=f"clip:{sd_runs / 'clip' / 'model'}", prompts_limit=1,
-                      per_prompt=2, grid_images=2)
+    plan = plan_audit(AuditRequest("occupations", "gender", classifier=f"clip:{sd_runs / 'clip' / 'model'}",
+                                   prompts_limit=1, per_prompt=2, grid_images=2))
     out = tmp_path / "faces"
     claim_folder(out, plan.sampling("photographs"))
     photo = data.astronaut()
@@ -370,3 +370,23 @@ def test_faces_are_found_cropped_and_counted_and_the_rest_is_no_face(sd_runs, tm
     assert 0 <= x and x + w <= 512 and 0 <= y and y + h <= 512 and w >= 40
     assert "box" not in preds[1] and preds[1]["gender"] is None
     assert (out / "grids" / "000.png").is_file() and "| no face |" in (out / "report.md").read_text()
+
+
+def test_an_audit_request_is_checked_once_and_run_audit_takes_it_or_its_arguments(tmp_path):
+    from invgen.audit.plan import AuditRequest
+    from invgen.audit.run import run_audit
+    from invgen.errors import InvgenConfigError
+
+    with pytest.raises(InvgenConfigError, match="--per-prompt must be a positive integer, got 0"):
+        AuditRequest("digits", "color", per_prompt=0)
+    with pytest.raises(InvgenConfigError, match="--bootstrap must be an integer from 0 to 100000"):
+        AuditRequest("digits", "color", n_boot=-1)
+    request = AuditRequest("digits", "color", tmp_path / "audit")
+    with pytest.raises(TypeError, match="an AuditRequest or the arguments of one, not both"):
+        run_audit("no pipeline", request, per_prompt=3)
+    with pytest.raises(InvgenConfigError, match="a folder to write into"):
+        run_audit("no pipeline", AuditRequest("digits", "color"))
+    # The earlier form is checked as the request it builds, before any pipeline is loaded.
+    with pytest.raises(InvgenConfigError, match="--seed must be an integer"):
+        run_audit("no pipeline", "digits", "color", tmp_path / "audit", seed=-1)
+    assert not (tmp_path / "audit").exists()

@@ -164,7 +164,8 @@ def test_bad_detectors(tmp_path, monkeypatch):
         '<?xml version="1.0"?>\n<opencv_storage>\n</opencv_storage>\n', encoding="utf-8"
     )
     cases = {
-        "mtcnn": "unknown face detector 'mtcnn' (known: default, haar, haar:PATH, none)",
+        "mtcnn": "unknown face detector 'mtcnn' (use default, haar[:PATH] or none)",
+        "none:x": "face detector 'none:x' takes no argument",
         "haar:": "face detector 'haar:': give the cascade file after the colon (haar:PATH)",
         "haar:missing.xml": "face detector 'haar:missing.xml': no cascade file missing.xml",
         "haar:empty.xml": "face detector 'haar:empty.xml': empty.xml is not a valid cascade XML",

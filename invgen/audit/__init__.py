@@ -8,6 +8,10 @@ def __getattr__(name: str):
         from invgen.audit.run import run_audit
 
         return run_audit
+    if name == "AuditRequest":
+        from invgen.audit.plan import AuditRequest
+
+        return AuditRequest
     if name == "compare_audits":
         from invgen.audit.compare import compare_audits
 
@@ -15,4 +19,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'invgen.audit' has no attribute '{name}'")
 
 
-__all__ = ["compare_audits", "run_audit"]
+__all__ = ["AuditRequest", "compare_audits", "run_audit"]

@@ -58,14 +58,16 @@ def audit_command(
                                         ("--out", out)) if not value]
     if missing:
         raise InvgenConfigError(f"give {', '.join(missing)} (or --compare DIR1 DIR2 to compare two audits)")
+    from invgen.audit.plan import AuditRequest
     from invgen.audit.run import run_audit
     from invgen.distributed import process_state
 
-    report = run_audit(pipeline, suite, attribute, out, classifier=classifier or None, detector=detector,
-                       guidance=guidance, scale=scale, per_prompt=per_prompt, seed=seed, steps=steps,
-                       guidance_scale=guidance_scale, resolution=resolution, batch_size=batch_size,
-                       prompts_limit=prompts_limit, clip=str(clip) if clip else None, clip_model=clip_model,
-                       device=device, n_boot=bootstrap, confidence=confidence, grid_images=grid_images, plots=plots)
+    request = AuditRequest(suite, attribute, out, classifier=classifier or None, detector=detector,
+                           guidance=guidance, scale=scale, per_prompt=per_prompt, seed=seed, steps=steps,
+                           guidance_scale=guidance_scale, resolution=resolution, batch_size=batch_size,
+                           prompts_limit=prompts_limit, clip=str(clip) if clip else None, clip_model=clip_model,
+                           device=device, n_boot=bootstrap, confidence=confidence, grid_images=grid_images)
+    report = run_audit(pipeline, request, plots=plots)
     if report is None or not process_state().is_main_process:
         return
     score = report.get("bias_score")

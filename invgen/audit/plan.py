@@ -1,9 +1,10 @@
 """What an audit will do, checked in full before anything is loaded, sampled or written.
 
-`plan_audit` turns the options of `invgen audit` into an `AuditPlan`: the suite and its attribute (or joint
-attribute, `gender+race`), one classifier spec per attribute part, the face detector, the sampling settings
-and the statistics. Every mistake a user can make in them is one `InvgenConfigError` (or `InvgenModelError`
-for weights that are not there) raised here, so a bad audit leaves no folder behind.
+`AuditRequest` holds what a user asks (the options of `invgen audit`) and checks its numbers when it is made;
+`plan_audit` turns it into an `AuditPlan`: the suite and its attribute (or joint attribute, `gender+race`),
+one classifier spec per attribute part, the face detector, the sampling settings and the statistics. Every
+mistake a user can make in them is one `InvgenConfigError` (or `InvgenModelError` for weights that are not
+there) raised by the two, so a bad audit leaves no folder behind.
 """
 
 from __future__ import annotations
@@ -22,6 +23,69 @@ JOINT_SEPARATOR = "+"
 VALUE_SEPARATOR = "|"
 """Joins the values of a joint attribute's parts into one value (`male|White`)."""
 MAX_BOOTSTRAP = 100_000  # as `invgen metrics`: resamples are held in memory at once
+
+
+@dataclass(frozen=True)
+class AuditRequest:
+    """What a user asks of one audit (the options of `invgen audit`, the arguments of `run_audit`); the
+    numbers are checked when it is made, the rest (suite, classifiers, paths) by `plan_audit`.
+
+    `suite` is a built-in suite name, a suite file or a loaded `Suite`; `attribute` one of its attributes or
+    a joint one (`gender+race`); `out` the audit folder (only `run_audit` needs it); `classifier` one spec for
+    every part of the attribute or one per part (None: each attribute's default in the suite); `detector`
+    None picks "default" when any part is read from faces, else "none"; `steps` and `guidance_scale` None:
+    the pipeline's own; `clip` None: a clip: classifier's weights.
+    """
+
+    suite: Any  # str, os.PathLike or invgen.audit.suites.Suite
+    attribute: str
+    out: str | Path | None = None
+    _: dataclasses.KW_ONLY
+    classifier: str | Sequence[str] | None = None
+    detector: str | None = None
+    guidance: str | None = None
+    scale: float = 1.0
+    per_prompt: int = 60
+    seed: int = 0
+    steps: int | None = None
+    guidance_scale: float | None = None
+    resolution: int | None = None
+    batch_size: int = 32
+    prompts_limit: int | None = None
+    clip: str | None = None
+    clip_model: str | None = None
+    device: str | None = None
+    n_boot: int = 1000
+    confidence: float = 0.95
+    face_margin: float = 0.25
+    face_size: int = 224
+    grid_images: int = 16
+
+    def __post_init__(self) -> None:
+        from invgen.config import GUIDANCE_SCALE_LIMIT, SCALE_LIMIT, check_number, check_seed
+
+        for option, value in (("--per-prompt", self.per_prompt), ("--batch-size", self.batch_size),
+                              ("--steps", self.steps), ("--resolution", self.resolution),
+                              ("--prompts-limit", self.prompts_limit), ("--face-size", self.face_size)):
+            _positive(value, option)
+        check_number(self.scale, "--scale", -SCALE_LIMIT, SCALE_LIMIT)
+        if self.guidance_scale is not None:
+            check_number(self.guidance_scale, "--guidance-scale", 0.0, GUIDANCE_SCALE_LIMIT)
+        check_seed(self.seed, "--seed")
+        n_boot = self.n_boot
+        if isinstance(n_boot, bool) or not isinstance(n_boot, int) or not 0 <= n_boot <= MAX_BOOTSTRAP:
+            raise InvgenConfigError(f"--bootstrap must be an integer from 0 to {MAX_BOOTSTRAP}, got {n_boot!r}")
+        if not 0.0 < self.confidence < 1.0:  # also refuses NaN
+            raise InvgenConfigError(f"--confidence must lie between 0 and 1, got {self.confidence}")
+        check_number(self.face_margin, "--face-margin", 0.0, 2.0)
+        grid = self.grid_images
+        if isinstance(grid, bool) or not isinstance(grid, int) or grid < 0:
+            raise InvgenConfigError(f"--grid-images must be 0 or more, got {grid!r}")
+
+
+def _positive(value: int | None, option: str) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
+        raise InvgenConfigError(f"{option} must be a positive integer, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -120,32 +184,6 @@ def _split_of(name: str) -> str | None:
     return split if sep and split in ("train", "test") else None
 
 
-def _positive(value: int | None, option: str) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value <= 0):
-        raise InvgenConfigError(f"{option} must be a positive integer, got {value!r}")
-
-
-def _check_numbers(per_prompt, batch_size, steps, resolution, prompts_limit, scale, guidance_scale, seed,
-                   n_boot, confidence, face_margin, face_size, grid_images) -> None:
-    from invgen.config import GUIDANCE_SCALE_LIMIT, SCALE_LIMIT, check_number, check_seed
-
-    for option, value in (("--per-prompt", per_prompt), ("--batch-size", batch_size), ("--steps", steps),
-                          ("--resolution", resolution), ("--prompts-limit", prompts_limit),
-                          ("--face-size", face_size)):
-        _positive(value, option)
-    check_number(scale, "--scale", -SCALE_LIMIT, SCALE_LIMIT)
-    if guidance_scale is not None:
-        check_number(guidance_scale, "--guidance-scale", 0.0, GUIDANCE_SCALE_LIMIT)
-    check_seed(seed, "--seed")
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or not 0 <= n_boot <= MAX_BOOTSTRAP:
-        raise InvgenConfigError(f"--bootstrap must be an integer from 0 to {MAX_BOOTSTRAP}, got {n_boot!r}")
-    if not 0.0 < confidence < 1.0:  # also refuses NaN
-        raise InvgenConfigError(f"--confidence must lie between 0 and 1, got {confidence}")
-    check_number(face_margin, "--face-margin", 0.0, 2.0)
-    if isinstance(grid_images, bool) or not isinstance(grid_images, int) or grid_images < 0:
-        raise InvgenConfigError(f"--grid-images must be 0 or more, got {grid_images!r}")
-
-
 def split_attribute(attribute: str) -> list[str]:
     """`gender+race` → ["gender", "race"]; an empty or repeated part is an error."""
     names = [a.strip() for a in str(attribute).split(JOINT_SEPARATOR)]
@@ -192,66 +230,40 @@ def _classifiers(specs: Sequence[str], parts: Sequence[Any], suite_name: str) ->
     return tuple(_check_spec(s, p) for s, p in zip(specs, parts, strict=True))
 
 
-def plan_audit(
-    suite: Any,
-    attribute: str,
-    *,
-    classifier: str | Sequence[str] | None = None,
-    detector: str | None = None,
-    per_prompt: int = 60,
-    seed: int = 0,
-    guidance: str | None = None,
-    scale: float = 1.0,
-    steps: int | None = None,
-    guidance_scale: float | None = None,
-    resolution: int | None = None,
-    batch_size: int = 32,
-    prompts_limit: int | None = None,
-    clip: str | None = None,
-    clip_model: str | None = None,
-    device: str | None = None,
-    n_boot: int = 1000,
-    confidence: float = 0.95,
-    face_margin: float = 0.25,
-    face_size: int = 224,
-    grid_images: int = 16,
-) -> AuditPlan:
-    """Check every option (and that every local path given exists) and return the plan; loads no model.
-
-    `suite` is a built-in suite name, a suite file or a loaded `Suite`; `classifier` one spec for every part
-    of the attribute or one per part (None: each attribute's default in the suite); `detector` None picks
-    "default" when any part is read from faces, else "none".
-    """
+def plan_audit(request: AuditRequest) -> AuditPlan:
+    """Check the rest of the request (the suite, its attribute, the classifiers, that every local path given
+    exists) and return the plan; loads no model."""
     from invgen.audit.suites import Suite, load_suite
 
-    _check_numbers(per_prompt, batch_size, steps, resolution, prompts_limit, scale, guidance_scale, seed, n_boot,
-                   confidence, face_margin, face_size, grid_images)
-    suite = suite if isinstance(suite, Suite) else load_suite(suite)
-    names = split_attribute(attribute)
+    r = request
+    suite = r.suite if isinstance(r.suite, Suite) else load_suite(r.suite)
+    names = split_attribute(r.attribute)
     parts = tuple(suite.joint(names) if len(names) > 1 else [suite.attribute(names[0])])
-    specs = [classifier] if isinstance(classifier, str) else list(classifier or [])
+    specs = [r.classifier] if isinstance(r.classifier, str) else list(r.classifier or [])
     classifiers = _classifiers(specs, parts, suite.name)
+    detector = r.detector
     if detector is None:
         detector = "default" if any(p.faces for p in parts) else "none"
     detector = str(detector).strip()
     if not detector:
         raise InvgenConfigError("--detector is empty (use default, haar:PATH or none)")
-    if guidance is not None and not Path(guidance).expanduser().is_dir():
-        raise InvgenModelError(f"no adapter folder at {shown(guidance)} (give the folder an InvDiff run wrote)")
+    if r.guidance is not None and not Path(r.guidance).expanduser().is_dir():
+        raise InvgenModelError(f"no adapter folder at {shown(r.guidance)} (give the folder an InvDiff run wrote)")
+    clip = r.clip
     if clip is None:
         clip = next((arg for name, arg in map(split_spec, classifiers) if name == "clip"), None)
     elif not Path(clip).expanduser().exists():
         raise InvgenModelError(f"no CLIP weights at {shown(clip)} (give a local open_clip folder or weights file)")
-    prompts = tuple(suite.prompts[:prompts_limit] if prompts_limit else suite.prompts)
+    prompts = tuple(suite.prompts[:r.prompts_limit] if r.prompts_limit else suite.prompts)
     if not prompts:
         raise InvgenConfigError(f"the suite '{suite.name}' has no prompts")
     return AuditPlan(
         suite=suite, attribute=JOINT_SEPARATOR.join(names), parts=parts, prompts=prompts, classifiers=classifiers,
-        detector=detector, per_prompt=per_prompt, seed=seed, guidance=str(guidance) if guidance else None,
-        scale=float(scale), steps=steps, guidance_scale=guidance_scale, resolution=resolution,
-        batch_size=batch_size, clip=str(clip) if clip else None, clip_model=clip_model, device=device,
-        n_boot=n_boot, confidence=confidence, face_margin=float(face_margin), face_size=face_size,
-        grid_images=grid_images,
+        detector=detector, per_prompt=r.per_prompt, seed=r.seed, guidance=str(r.guidance) if r.guidance else None,
+        scale=float(r.scale), steps=r.steps, guidance_scale=r.guidance_scale, resolution=r.resolution,
+        batch_size=r.batch_size, clip=str(clip) if clip else None, clip_model=r.clip_model, device=r.device,
+        n_boot=r.n_boot, confidence=r.confidence, face_margin=float(r.face_margin), face_size=r.face_size,
+        grid_images=r.grid_images,
     )
 
 

@@ -1,12 +1,13 @@
 """`run_audit`: sample a pipeline on a prompt suite, read every image's attribute, write the report.
 
-    from invgen.audit import run_audit
-    report = run_audit("runs/demo/base", "digits", "color", "runs/audit", per_prompt=50)
+    from invgen.audit import AuditRequest, run_audit
+    report = run_audit("runs/demo/base", AuditRequest("digits", "color", "runs/audit", per_prompt=50))
     report["bias_score"], report["ci"]["bias_score"], report["per_prompt"]["a photo of the digit 3"]["counts"]
 
 The order of work keeps a bad audit from writing anything and a killed one resumable:
 
-1. every option is checked (`plan_audit`), then the folder, detector and classifiers (main process only);
+1. every option is checked (`AuditRequest`, `plan_audit`), then the folder, detector and classifiers (main
+   process only);
 2. the pipeline (and adapter) are loaded and the folder is marked as this audit's (`.invgen-audit.json`);
 3. images are sampled with one fixed seed each by `invgen.sampling.sample_to_imagefolder` into `images/`
    (and, with an adapter, the base model from the same seeds into `base_images/`), across the processes of
@@ -20,12 +21,12 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from invgen.audit.folder import BASE_IMAGES, IMAGES, check_folder, claim_folder, read_marker
-from invgen.audit.plan import AuditPlan, plan_audit, with_call
+from invgen.audit.plan import AuditPlan, AuditRequest, plan_audit, with_call
 from invgen.errors import InvgenConfigError, InvgenDataError, InvgenError, shown
 
 
@@ -101,53 +102,23 @@ def _sample(pipe: Any, plan: AuditPlan, out: Path, guidance: Any, pipeline_name:
     sample_pair(pipe, sample, guidance, plan.scale)
 
 
-def run_audit(
-    pipeline: Any,
-    suite: Any,
-    attribute: str,
-    out: str | Path,
-    *,
-    classifier: str | Sequence[str] | None = None,
-    detector: str | None = None,
-    guidance: str | None = None,
-    scale: float = 1.0,
-    per_prompt: int = 60,
-    seed: int = 0,
-    steps: int | None = None,
-    guidance_scale: float | None = None,
-    resolution: int | None = None,
-    batch_size: int = 32,
-    prompts_limit: int | None = None,
-    clip: str | None = None,
-    clip_model: str | None = None,
-    device: str | None = None,
-    n_boot: int = 1000,
-    confidence: float = 0.95,
-    face_margin: float = 0.25,
-    face_size: int = 224,
-    grid_images: int = 16,
-    plots: bool = True,
-    progress: bool = True,
-) -> dict[str, Any] | None:
-    """Audit `pipeline` (a folder, hub id or loaded pipeline) on `suite` for `attribute` into the folder `out`.
+def run_audit(pipeline: Any, request: AuditRequest | Any = None, *args: Any, plots: bool = True,
+              progress: bool = True, **fields: Any) -> dict[str, Any] | None:
+    """Audit `pipeline` (a folder, hub id or loaded pipeline) as `request` (an `AuditRequest`) asks, into the
+    folder `request.out`.
 
-    `attribute` is one of the suite's attributes or a joint one (`gender+race`); `classifier` one spec for all
-    parts or one per part (`oracle:color`, `clip:PATH`, `checkpoint:PATH`; default: the suite's); `detector`
-    `default`, `haar:PATH` or `none` (default: by the attribute's `faces`); `guidance` an InvDiff adapter
-    folder attached at `scale` (the base model is then sampled too, for the closeness scores); `steps` and
-    `guidance_scale` default to the pipeline's own; `clip` open_clip weights for the CLIP scores (default:
-    the classifier's, when it is `clip:PATH`). Returns the report (the content of out/report.json) on the
-    main process, None on the others. A rerun with the same sampling settings resumes the folder.
+    The arguments of `AuditRequest` may be given here instead of one:
+    `run_audit(pipeline, suite, attribute, out, per_prompt=50)` (the form of earlier releases). With a
+    `guidance` adapter the base model is sampled too, for the closeness scores. Returns the report (the
+    content of out/report.json) on the main process, None on the others. A rerun with the same sampling
+    settings resumes the folder.
     """
     from invgen.audit.classify import load_models
     from invgen.distributed import process_state
 
-    plan = plan_audit(suite, attribute, classifier=classifier, detector=detector, per_prompt=per_prompt,
-                      seed=seed, guidance=guidance, scale=scale, steps=steps, guidance_scale=guidance_scale,
-                      resolution=resolution, batch_size=batch_size, prompts_limit=prompts_limit, clip=clip,
-                      clip_model=clip_model, device=device, n_boot=n_boot, confidence=confidence,
-                      face_margin=face_margin, face_size=face_size, grid_images=grid_images)
-    out = Path(out)
+    request = _as_request(request, args, fields)
+    plan = plan_audit(request)
+    out = Path(request.out)
     state = process_state()
     models = _on_main(state, lambda: (check_folder(out), load_models(plan))[1])
     pipe, pipeline_name = _load_pipe(pipeline, state)
@@ -163,6 +134,18 @@ def run_audit(
     if not state.is_main_process:
         return None
     return finish_audit(out, plan, models, plots=plots, progress=progress)
+
+
+def _as_request(request: Any, args: tuple[Any, ...], fields: dict[str, Any]) -> AuditRequest:
+    if isinstance(request, AuditRequest):
+        if args or fields:
+            raise TypeError("run_audit takes an AuditRequest or the arguments of one, not both")
+        found = request
+    else:
+        found = AuditRequest(*(() if request is None else (request,)), *args, **fields)
+    if found.out is None:
+        raise InvgenConfigError("the audit needs a folder to write into (out)")
+    return found
 
 
 def _sampled_call(out: Path) -> dict[str, Any]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from invgen.config import SCALE_LIMIT
+from invgen.config import SCALE_LIMIT, check_number
 from invgen.errors import InvgenConfigError, InvgenModelError
 from invgen.invdiff import lora
 from invgen.invdiff.adapter import (
@@ -42,24 +41,15 @@ from invgen.invdiff.adapter import (
     default_target_modules,
     lora_config,
 )
+from invgen.invdiff.guided import GuidedDenoiser, GuidedUNet, add_delta, unet_inputs
 from invgen.invdiff.saving import CONFIG_NAME, AdapterFolder, read_adapter_folder, write_adapter_folder
 from invgen.models.denoisers import denoiser_family, denoiser_of, denoiser_signature, denoiser_word
 
 MAX_SCALE = SCALE_LIMIT  # 10: far beyond any useful value, well before overflow
 _REGISTRY = "_invgen_adapters"  # on the denoiser: adapter name -> what `attach` did there
 
-__all__ = ["ADAPTER_NAME", "CONFIG_NAME", "MAX_SCALE", "GuidedDenoiser", "InvariantGuidance", "attached_adapters"]
-
-
-def _check_scale(scale: Any) -> float:
-    try:
-        s = float(scale)
-    except (TypeError, ValueError):
-        raise InvgenModelError(f"the adapter scale must be a number, got {scale!r}") from None
-    if not math.isfinite(s) or abs(s) > MAX_SCALE:
-        raise InvgenModelError(f"the adapter scale must be finite and between -{MAX_SCALE:g} and {MAX_SCALE:g}, "
-                               f"got {scale!r}")
-    return s
+__all__ = ["ADAPTER_NAME", "CONFIG_NAME", "MAX_SCALE", "GuidedDenoiser", "GuidedUNet", "InvariantGuidance",
+           "attached_adapters"]
 
 
 def _registry(denoiser: nn.Module) -> dict[str, dict[str, Any]]:
@@ -69,21 +59,6 @@ def _registry(denoiser: nn.Module) -> dict[str, dict[str, Any]]:
 def attached_adapters(pipe: Any) -> dict[str, InvariantGuidance]:
     """The invgen adapters attached to a pipeline (or denoiser), by adapter name."""
     return {name: entry["guidance"] for name, entry in _registry(denoiser_of(pipe)).items()}
-
-
-def _unet_inputs(args: tuple, kwargs: dict) -> tuple[Any, Any, Any]:
-    """sample, timestep and encoder_hidden_states of a UNet call, positional or by keyword."""
-    sample = kwargs.get("sample", args[0] if args else None)
-    timestep = kwargs.get("timestep", args[1] if len(args) > 1 else None)
-    context = kwargs.get("encoder_hidden_states", args[2] if len(args) > 2 else None)
-    return sample, timestep, context
-
-
-def _add(output: Any, delta: torch.Tensor) -> Any:
-    if isinstance(output, tuple):
-        return (output[0] + delta, *output[1:])
-    output.sample = output.sample + delta
-    return output
 
 
 def _unfold_from(denoiser: nn.Module, name: str) -> list[str]:
@@ -103,29 +78,6 @@ def _refold(denoiser: nn.Module, names: list[str], pipe: Any) -> None:
     for n in names:
         entry = registry[n]
         entry["fused"] = entry["guidance"]._add_lora(denoiser, n, entry["scale"], True, pipe)
-
-
-class GuidedDenoiser(nn.Module):
-    """A UNet plus s · Δ of a side network, called exactly like the UNet (what the trainer optimises)."""
-
-    def __init__(self, denoiser: nn.Module, delta: nn.Module, scale: float = 1.0):
-        super().__init__()
-        self.denoiser = denoiser
-        self.delta = delta
-        self.scale = scale
-
-    @property
-    def config(self):
-        return self.denoiser.config
-
-    def forward(self, *args, **kwargs):
-        out = self.denoiser(*args, **kwargs)
-        if self.scale == 0:
-            return out
-        return _add(out, self.scale * self.delta(*_unet_inputs(args, kwargs)))
-
-
-GuidedUNet = GuidedDenoiser  # the previous name
 
 
 class InvariantGuidance:
@@ -264,7 +216,7 @@ class InvariantGuidance:
         each call pays the LoRA matmuls). Two invgen adapters attach under two names. `scale` must be finite
         with |scale| ≤ 10. Anything refused is refused before the pipeline changes.
         """
-        scale = _check_scale(scale)
+        scale = check_number(scale, "adapter scale", -MAX_SCALE, MAX_SCALE)
         denoiser = denoiser_of(pipe)
         if not isinstance(adapter_name, str) or not adapter_name:
             raise InvgenModelError(f"adapter_name must be a non-empty string, got {adapter_name!r}")
@@ -310,7 +262,7 @@ class InvariantGuidance:
             s = entry["scale"]
             if s == 0:
                 return None  # leave the base output untouched, bit for bit
-            return _add(output, s * self.module(*_unet_inputs(args, kwargs)))
+            return add_delta(output, s * self.module(*unet_inputs(args, kwargs)))
 
         return hook
 
@@ -334,7 +286,7 @@ class InvariantGuidance:
     def set_scale(self, pipe: Any, scale: float, adapter_name: str | None = None) -> None:
         """Change the guidance scale of an attached adapter (a folded LoRA is folded again from the exact
         base weights)."""
-        scale = _check_scale(scale)
+        scale = check_number(scale, "adapter scale", -MAX_SCALE, MAX_SCALE)
         denoiser, name, entry = self._entry(pipe, adapter_name)
         if self.adapter.kind == "lora":
             if entry["fused"] is not None:

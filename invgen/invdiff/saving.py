@@ -28,11 +28,9 @@ from torch import nn
 
 from invgen.errors import InvgenConfigError, InvgenModelError
 from invgen.invdiff.adapter import AdapterConfig, ResidualAdapter, UNetCopyAdapter, lora_config
+from invgen.models.adapter_files import CONFIG_NAME, LORA_WEIGHTS_NAME, MODULE_WEIGHTS_NAME
 from invgen.models.denoisers import DENOISER_CLASSES, FAMILIES, denoiser_attr
 
-CONFIG_NAME = "invgen_guidance.json"
-LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # diffusers' LORA_WEIGHT_NAME_SAFE
-MODULE_WEIGHTS_NAME = "adapter.safetensors"
 FORMAT_VERSION = 2
 _COPY_CLASSES = ("UNet2DConditionModel",)
 
@@ -311,21 +309,3 @@ def _load_module(module: nn.Module, tensors: dict[str, torch.Tensor], path: Path
         if tensors[key].dtype != value.dtype:
             raise InvgenModelError(f"{path}: {key} is {tensors[key].dtype}, expected {value.dtype}")
     module.load_state_dict(tensors, strict=True)
-
-
-def refuse_non_lora(source: Any) -> None:
-    """For `load_lora_weights`: an invgen folder whose weights are not a diffusers LoRA gets one sentence."""
-    if not isinstance(source, (str, os.PathLike)) or not (Path(source) / CONFIG_NAME).is_file():
-        return
-    folder = Path(source)
-    try:
-        raw = json.loads((folder / CONFIG_NAME).read_text())
-        kind = raw.get("kind") or (raw.get("adapter") or {}).get("kind")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
-        return  # not readable as invgen's: diffusers says what it makes of the folder
-    how = f"attach it with InvariantGuidance.from_pretrained('{folder}').attach(pipe)"
-    if kind in ("residual", "copy"):
-        raise InvgenModelError(f"{folder} holds an invgen {kind} adapter, which is not a LoRA: {how}")
-    if kind == "lora" and not (folder / LORA_WEIGHTS_NAME).is_file():
-        raise InvgenModelError(f"{folder} holds an invgen LoRA in the previous format ({MODULE_WEIGHTS_NAME}): {how}, "
-                               "or save it again with save_pretrained for a diffusers LoRA file")

@@ -3,8 +3,9 @@
 The audit protocols of the T2I bias literature classify a face crop rather than the whole image, keep the
 largest face, and count an image without a face apart (`no_face`). This module does the detection and the
 crop with OpenCV's frontal-face Haar cascade, whose XML ships inside the `opencv-python-headless` wheel, so
-it needs no download. Detectors are pluggable (`FaceDetector`: image in, boxes out); `load_detector(spec)`
-builds one from a command-line spec:
+it needs no download. Detectors are pluggable (`FaceDetector`: image in, boxes out) and named in the registry
+`DETECTORS` (a plug-in adds its own with `DETECTORS.register`); `load_detector(spec)` builds one from a
+command-line spec:
 
 - `default` or `haar`: OpenCV's bundled `haarcascade_frontalface_default.xml` (`cv2.data.haarcascades`);
 - `haar:PATH`: another cascade XML file (for example one of OpenCV's other face cascades);
@@ -40,12 +41,11 @@ from typing import Any, Protocol
 import numpy as np
 
 from invgen.errors import InvgenConfigError, InvgenDataError, shown
+from invgen.registry import Registry
 
 Box = tuple[int, int, int, int]
 """A face box (x, y, w, h) in pixels of the image it was found in."""
 
-DETECTORS = ("default", "haar", "haar:PATH", "none")
-"""The detector specs `load_detector` knows."""
 DEFAULT_CASCADE = "haarcascade_frontalface_default.xml"
 
 SCALE_FACTOR = 1.1
@@ -181,20 +181,43 @@ def _largest_first(boxes: Sequence[Sequence[Any]]) -> list[Box]:
     return sorted(out, key=lambda b: (-b[2] * b[3], b[1], b[0], b[2]))
 
 
+def _takes_no_argument(arg: str, label: str) -> None:
+    if arg:
+        raise InvgenConfigError(f"face detector '{shown(label)}' takes no argument")
+
+
+def _default_detector(arg: str, label: str = "default") -> FaceDetector:
+    _takes_no_argument(arg, label)
+    cv2 = _import_cv2(label)
+    return HaarDetector(Path(cv2.data.haarcascades) / DEFAULT_CASCADE, spec=label)
+
+
+def _haar_detector(arg: str, label: str = "haar") -> FaceDetector:
+    if not arg:
+        if label != "haar":  # `haar:` with nothing after the colon: a path was meant and is missing
+            raise InvgenConfigError(f"face detector '{shown(label)}': give the cascade file after the colon "
+                                    "(haar:PATH)")
+        return _default_detector(arg, label)
+    return HaarDetector(Path(arg).expanduser(), spec=label)
+
+
+def _no_detector(arg: str, label: str = "none") -> None:
+    _takes_no_argument(arg, label)
+    return None
+
+
+DETECTORS: Registry[FaceDetector | None] = Registry("face detector")
+"""Face detectors by name; a factory takes the spec's argument and `label=` (the whole spec, for messages)."""
+DETECTORS.register("default", _default_detector, help="OpenCV's bundled frontal-face Haar cascade")
+DETECTORS.register("haar", _haar_detector, arg="PATH", arg_required=False,
+                   help="a Haar cascade XML file (default: OpenCV's bundled frontal-face one)")
+DETECTORS.register("none", _no_detector, help="no detector: every image is classified whole")
+
+
 def load_detector(spec: str) -> FaceDetector | None:
-    """A face detector from its spec (`default`, `haar`, `haar:PATH`), or None for `none`."""
+    """A face detector from its spec (`default`, `haar`, `haar:PATH`, or a plug-in's), or None for `none`."""
     text = str(spec).strip()
-    if text == "none":
-        return None
-    if text in ("default", "haar"):
-        cv2 = _import_cv2(text)
-        return HaarDetector(Path(cv2.data.haarcascades) / DEFAULT_CASCADE, spec=text)
-    if text.startswith("haar:"):
-        path = text[len("haar:") :]
-        if not path:
-            raise InvgenConfigError("face detector 'haar:': give the cascade file after the colon (haar:PATH)")
-        return HaarDetector(Path(path).expanduser(), spec=text)
-    raise InvgenConfigError(f"unknown face detector '{shown(spec)}' (known: {', '.join(DETECTORS)})")
+    return DETECTORS.resolve(text, label=text)
 
 
 @functools.lru_cache(maxsize=8)

@@ -18,6 +18,7 @@ from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from PIL import Image
 
 from invgen.errors import InvgenError
+from invgen.models.adapter_files import refuse_non_lora
 from invgen.pixels import to_signed
 
 
@@ -53,8 +54,6 @@ class PixelTextToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin
     def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name: str | None = None, **kwargs):
         """`StableDiffusionLoraLoaderMixin.load_lora_weights`; an invgen residual or copy adapter folder (not a
         LoRA) is refused with how to attach it instead."""
-        from invgen.invdiff.saving import refuse_non_lora
-
         refuse_non_lora(pretrained_model_name_or_path_or_dict)
         return super().load_lora_weights(pretrained_model_name_or_path_or_dict, adapter_name=adapter_name, **kwargs)
 
@@ -89,88 +88,115 @@ class PixelTextToImagePipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin
         callback_on_step_end: Callable | None = None,
         callback_on_step_end_tensor_inputs: list[str] | None = None,
     ):
-        if isinstance(prompt, str):
-            prompt = [prompt]
-        if not prompt or any(not isinstance(p, str) for p in prompt):
-            raise InvgenError("prompt must be a non-empty string or list of strings")
-        prompt = [p for p in prompt for _ in range(num_images_per_prompt)]
+        prompt = _expand_prompts(prompt, num_images_per_prompt)
         n = len(prompt)
         size = self.unet.config.sample_size
         height, width = height or size, width or size
         device = self._execution_device
         dtype = self.unet.dtype
-        do_cfg = guidance_scale > 1.0
-
-        cond = self.encode_prompt(prompt, device)
-        if do_cfg:
-            if negative_prompt is None:
-                negative_prompt = [""] * n
-            elif isinstance(negative_prompt, str):
-                negative_prompt = [negative_prompt] * n
-            uncond = self.encode_prompt(list(negative_prompt), device)
-            embeds = torch.cat([uncond, cond])
-        else:
-            embeds = cond
+        cfg = guidance_scale if guidance_scale > 1.0 else None
+        embeds = self._embeddings(prompt, negative_prompt, cfg is not None, device)
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
         shape = (n, self.unet.config.in_channels, height, width)
         noise = latents if latents is not None else _randn(shape, generator, device, dtype)
-
         if image is not None:
-            # SDEdit: start from the image noised to `strength`; per-image strengths are allowed
-            # (GenView picks one per image), so each image joins the loop at its own timestep.
             x0 = _to_pixels(image, size, device, dtype)
-            if len(x0) != n:
-                raise InvgenError(f"got {len(x0)} images for {n} prompts")
-            s = torch.as_tensor(strength, dtype=torch.float64).flatten().expand(n).clone()
-            if ((s < 0) | (s > 1)).any():
-                raise InvgenError("strength must be in [0, 1]")
-            start = (num_inference_steps - (s * num_inference_steps).round().long()).clamp(0, num_inference_steps)
+            start = _start_steps(strength, n, len(x0), num_inference_steps)
             x = x0.clone()
         else:
-            start = torch.zeros(n, dtype=torch.long)
+            x0, start = None, torch.zeros(n, dtype=torch.long)
             x = noise * self.scheduler.init_noise_sigma
+        x = self._denoise(x, start, embeds, cfg, generator, x0, noise, callback_on_step_end,
+                          callback_on_step_end_tensor_inputs)
+        result = _output(x, output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (result,)
+        return ImagePipelineOutput(images=result)
 
-        for i, t in enumerate(self.progress_bar(timesteps)):
+    def _embeddings(self, prompt: list[str], negative_prompt: Any, do_cfg: bool, device: Any) -> torch.Tensor:
+        """The prompts' embeddings; under classifier-free guidance the negative prompts' first, [uncond; cond]."""
+        cond = self.encode_prompt(prompt, device)
+        if not do_cfg:
+            return cond
+        n = len(prompt)
+        if negative_prompt is None:
+            negative_prompt = [""] * n
+        elif isinstance(negative_prompt, str):
+            negative_prompt = [negative_prompt] * n
+        uncond = self.encode_prompt(list(negative_prompt), device)
+        return torch.cat([uncond, cond])
+
+    def _denoise(
+        self,
+        x: torch.Tensor,
+        start: torch.Tensor,
+        embeds: torch.Tensor,
+        cfg: float | None,
+        generator: Any,
+        x0: torch.Tensor | None,
+        noise: torch.Tensor,
+        callback: Callable | None,
+        callback_inputs: list[str] | None,
+    ) -> torch.Tensor:
+        """The sampling loop; an image with start step k (SDEdit) joins at step k, noised to that step."""
+        device = self._execution_device
+        for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             joining = start == i
-            if image is not None and joining.any():
+            if x0 is not None and joining.any():
                 idx = joining.nonzero().flatten().to(device)
                 x[idx] = self.scheduler.add_noise(x0[idx], noise[idx], t.repeat(len(idx)))
             active = (start <= i).to(device)
             if not active.any():
                 continue
-            model_in = torch.cat([x, x]) if do_cfg else x
+            model_in = torch.cat([x, x]) if cfg is not None else x
             model_in = self.scheduler.scale_model_input(model_in, t)
             eps = self.unet(model_in, t, encoder_hidden_states=embeds).sample
-            if do_cfg:
+            if cfg is not None:
                 eps_u, eps_c = eps.chunk(2)
-                eps = eps_u + guidance_scale * (eps_c - eps_u)
+                eps = eps_u + cfg * (eps_c - eps_u)
             stepped = self.scheduler.step(eps, t, x, generator=generator).prev_sample
             x = torch.where(active[:, None, None, None], stepped, x)
-            if callback_on_step_end is not None:
+            if callback is not None:
                 # As in diffusers' pipelines: the callback may replace the latents or the prompt embeddings
                 # (rows [uncond; cond] under classifier-free guidance) for the following steps.
-                names = callback_on_step_end_tensor_inputs or ["latents"]
+                names = callback_inputs or ["latents"]
                 state = {"latents": x, "prompt_embeds": embeds}
-                out = callback_on_step_end(self, i, t, {k: state[k] for k in names if k in state}) or {}
+                out = callback(self, i, t, {k: state[k] for k in names if k in state}) or {}
                 x, embeds = out.get("latents", x), out.get("prompt_embeds", embeds)
+        return x
 
-        images = (x / 2 + 0.5).clamp(0, 1)
-        if output_type == "pt":
-            result = images
-        else:
-            arr = images.permute(0, 2, 3, 1).float().cpu().numpy()
-            if output_type == "np":
-                result = arr
-            elif output_type == "pil":
-                result = [Image.fromarray((a * 255).round().astype(np.uint8)) for a in arr]
-            else:
-                raise InvgenError(f"unknown output_type '{output_type}' (use pil, np or pt)")
-        self.maybe_free_model_hooks()
-        if not return_dict:
-            return (result,)
-        return ImagePipelineOutput(images=result)
+
+def _expand_prompts(prompt: str | list[str], per_prompt: int) -> list[str]:
+    if isinstance(prompt, str):
+        prompt = [prompt]
+    if not prompt or any(not isinstance(p, str) for p in prompt):
+        raise InvgenError("prompt must be a non-empty string or list of strings")
+    return [p for p in prompt for _ in range(per_prompt)]
+
+
+def _start_steps(strength: Any, n: int, n_images: int, steps: int) -> torch.Tensor:
+    """SDEdit: the step at which each image joins the loop, noised to its `strength`; per-image strengths are
+    allowed (GenView picks one per image)."""
+    if n_images != n:
+        raise InvgenError(f"got {n_images} images for {n} prompts")
+    s = torch.as_tensor(strength, dtype=torch.float64).flatten().expand(n).clone()
+    if ((s < 0) | (s > 1)).any():
+        raise InvgenError("strength must be in [0, 1]")
+    return (steps - (s * steps).round().long()).clamp(0, steps)
+
+
+def _output(x: torch.Tensor, output_type: str) -> Any:
+    images = (x / 2 + 0.5).clamp(0, 1)
+    if output_type == "pt":
+        return images
+    arr = images.permute(0, 2, 3, 1).float().cpu().numpy()
+    if output_type == "np":
+        return arr
+    if output_type == "pil":
+        return [Image.fromarray((a * 255).round().astype(np.uint8)) for a in arr]
+    raise InvgenError(f"unknown output_type '{output_type}' (use pil, np or pt)")
 
 
 def _randn(shape, generator, device, dtype) -> torch.Tensor:
