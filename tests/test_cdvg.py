@@ -101,8 +101,11 @@ def test_diffusion_translator_on_the_embedded_and_sd_pipelines(tiny_pipe):
         b = t.transform(x, [1, 2, 3], seeds=[5, 6, 7])
         assert a.shape == x.shape and torch.equal(a, b)  # seeded per image
         assert a.min() >= -1 and a.max() <= 1
-        # Each view depends on its own seed only, not on the batch it was computed in.
-        assert torch.allclose(t.transform(x[1:2], [2], seeds=[6]), a[1:2], atol=1e-5)
+        # Views are 8-bit, like cached ones: a fresh view equals its cached copy exactly.
+        assert torch.equal(a, torch.from_numpy(np.asarray(((a + 1) * 127.5).round())) / 127.5 - 1)
+        # Each view depends on its own seed only, not on the batch it was computed in (up to one 8-bit level
+        # where a batch's float rounding crosses a level boundary).
+        assert torch.allclose(t.transform(x[1:2], [2], seeds=[6]), a[1:2], atol=1.01 / 127.5)
 
 
 def test_prompt_switch_uses_the_source_prompt_late(tiny_pipe):
