@@ -61,3 +61,13 @@ def test_a_text_to_image_pipeline_gets_its_image_to_image_sibling():
 
     with pytest.raises(InvgenModelError, match="NoImages has no image-to-image form"):
         Img2Img(NoImages())
+
+
+def test_encoders_resolve_by_name():
+    from invgen.errors import InvgenConfigError
+    from invgen.models.encoders import ENCODERS, build_encoder
+
+    assert {"small_resnet", "timm", "torchvision"} <= set(ENCODERS.names())
+    assert build_encoder("small_resnet", widths=(8, 16)).feature_dim == 16
+    with pytest.raises(InvgenConfigError, match=r"unknown encoder 'resnet' \(use small_resnet, timm:NAME"):
+        build_encoder("resnet")

@@ -28,7 +28,8 @@ from invgen.train.loop import TrainConfig, Trainer
 from invgen.views.makers import VIEW_MAKERS
 
 MODEL_DIR = "model"
-__all__ = ["CDvGClassifier", "CDvGConfig", "ContrastiveConfig", "EncoderConfig", "TranslatorConfig", "build_transform",
+__all__ = ["CDvGClassifier", "CDvGConfig", "ContrastiveConfig", "EncoderConfig", "EvaluationConfig",
+           "TranslatorConfig", "build_transform",
            "compute_views", "contrastive_loss_fn", "train_cdvg"]
 
 
@@ -97,6 +98,14 @@ class ContrastiveConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """The test set's metadata columns `invgen eval cdvg` reads (plain column names, any data set)."""
+
+    aligned_attribute: str = "bias_aligned"  # true where the image shows its class's majority bias value
+    bias_attribute: str = "color_index"  # the bias value; worst-group accuracy is over (class, this) groups
+
+
+@dataclass
 class CDvGConfig:
     output_dir: str = "runs/digits/cdvg"
     data: DataConfig = field(default_factory=lambda: DataConfig(root="runs/digits/data_ten", palette="ten",
@@ -105,6 +114,7 @@ class CDvGConfig:
     translator: TranslatorConfig = field(default_factory=TranslatorConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=400, batch_size=128, learning_rate=2e-3, warmup_steps=20,
                                             weight_decay=1e-4, checkpoint_every=200)

@@ -3,7 +3,7 @@
 A generative model trained on biased data learns the bias first, so translating a sample from its class
 to another class mostly changes the bias (the color of a digit) and keeps the content (its shape).
 
-    t = DiffusionTranslator(pipe, strength=0.5)           # a frozen diffusers pipeline (SDEdit)
+    t = DiffusionTranslator(pipe, ["a red car", "a blue car"], strength=0.5)   # a frozen pipeline (SDEdit)
     views = t.transform(images, labels, generator=torch.Generator().manual_seed(0))
     cached = CachedTransform(t, "runs/cache/views")        # same views, computed once
 
@@ -88,7 +88,7 @@ class DiffusionTranslator(BiasTransform):
     steps above timestep `switch * 1000` use class b's prompt and the rest use the source class's prompt:
     a diffusion model decides coarse, global properties (a digit's color) at high noise and the
     content (its shape) later, so the early steps carry b's bias and the late ones keep a's content.
-    `switch=None` is plain SDEdit. docs/cdvg.md has the measurements behind the digits defaults.
+    `switch=None` is plain SDEdit. `class_prompts[c]` is the prompt of class c.
 
     Works with the embedded `PixelTextToImagePipeline` and with Stable Diffusion (a text-to-image
     pipeline is switched to its img2img sibling with `AutoPipelineForImage2Image.from_pipe`).
@@ -97,20 +97,20 @@ class DiffusionTranslator(BiasTransform):
     def __init__(
         self,
         pipe,
-        class_prompts: Sequence[str] | None = None,
+        class_prompts: Sequence[str],
         strength: float = 1.0,
         switch: float | None = 0.8,
         num_inference_steps: int = 20,
         guidance_scale: float = 2.0,
         batch_size: int = 256,
     ):
-        from invgen.data.digits import digit_prompts
-
         if not 0.0 < strength <= 1.0:
             raise InvgenModelError(f"strength must be in (0, 1], got {strength}")
         if switch is not None and not 0.0 <= switch <= 1.0:
             raise InvgenModelError(f"switch must be in [0, 1] or None, got {switch}")
-        self.class_prompts = list(class_prompts) if class_prompts is not None else digit_prompts()
+        self.class_prompts = list(class_prompts)
+        if len(self.class_prompts) < 2:
+            raise InvgenModelError(f"a translator needs one prompt per class, at least two; got {self.class_prompts}")
         self.num_classes = len(self.class_prompts)
         self.strength, self.switch = float(strength), switch
         self.steps, self.guidance_scale = int(num_inference_steps), float(guidance_scale)
