@@ -228,11 +228,9 @@ def train_cdvg(cfg: CDvGConfig, resume: bool = False) -> Path:
     con = contrastive_loss_fn(cfg.contrastive)
     quality = None
     if cfg.contrastive.loss == "quality_driven":
-        from invgen.views.foreground import SaliencyForeground
-        from invgen.views.losses import pair_similarities
-        from invgen.views.train import FrozenFeatures
+        from invgen.views.losses import PairQuality
 
-        quality = SaliencyForeground(), FrozenFeatures()
+        quality = PairQuality()
 
     def compute_loss(model, step, micro, gen):
         idx = torch.randint(0, len(images), (cfg.train.batch_size,), generator=gen)
@@ -245,10 +243,7 @@ def train_cdvg(cfg: CDvGConfig, resume: bool = False) -> Path:
         logits, z = model(torch.cat([x, v.flatten(0, 1)]), project=True)
         ce = F.cross_entropy(logits[:b], y)
         if quality is not None:  # GenView's loss: each image against its first view, pairs weighted by quality
-            saliency, frozen = quality
-            first = v[:, 0]
-            with torch.no_grad():
-                fg, bg = pair_similarities(frozen(x), frozen(first), saliency(x), saliency(first))
+            fg, bg = quality(x, v[:, 0])
             return ce + cfg.contrastive.alpha * con(z[:b], z[b::nv], fg, bg)
         z = F.normalize(z, dim=1)
         ids = torch.arange(b, device=x.device) if cfg.contrastive.positives == "instance" else y
