@@ -67,7 +67,7 @@ def test_clip_foreground_runs_on_a_tiny_local_open_clip(tmp_path):
 
 
 def test_bad_foreground_specs_and_images_are_clear_errors():
-    with pytest.raises(InvgenDataError, match="unknown foreground estimator 'sal'"):
+    with pytest.raises(InvgenConfigError, match=r"unknown foreground estimator 'sal' \(use clip:PATH, masks:FOLDER"):
         build_foreground("sal")
     with pytest.raises(InvgenDataError, match="threshold must be a number"):
         build_foreground("saliency:x")

@@ -1,8 +1,9 @@
 """Accuracy of a trained classifier on bias-aligned, bias-conflicting and unbiased test sets.
 
-The colored-digits test split holds every test digit in every color, so it is the unbiased set; its
-bias-aligned part (each digit in its majority color) and bias-conflicting part (every other color) are read
-from the `bias_aligned` attribute. Worst-group accuracy is the lowest accuracy over (class, bias value) groups.
+The test split is the unbiased set (on colored digits: every test digit in every color); its bias-aligned
+part (each class with its majority bias value) and bias-conflicting part (every other value) are read from
+the metadata column `evaluation.aligned_attribute`, the bias value from `evaluation.bias_attribute` (the
+run's config, `EvaluationConfig`). Worst-group accuracy is the lowest accuracy over (class, bias value) groups.
 """
 
 from __future__ import annotations
@@ -44,14 +45,32 @@ def load_classifier(run: str | os.PathLike):
     return CDvGClassifier.from_pretrained(path)
 
 
+def _run_settings(run: Path, test_dir: str | os.PathLike | None):
+    """The test folder (given, or the run's data root /test) and the run's `evaluation` columns."""
+    import yaml
+
+    from invgen.cdvg.train import EvaluationConfig
+
+    cfg_path = run / "train_config.yaml"
+    recorded = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else None
+    if test_dir is None:
+        if not recorded:
+            raise InvgenDataError(f"{cfg_path} is missing: pass the test set folder explicitly")
+        test_dir = Path(recorded["data"]["root"]) / "test"
+    columns = EvaluationConfig(**((recorded or {}).get("evaluation") or {}))
+    return test_dir, columns
+
+
 def evaluate_run(
     run: str | os.PathLike,
     test_dir: str | os.PathLike | None = None,
     test_sets: tuple[str, ...] = TEST_SETS,
-    bias_attribute: str = "color_index",
+    bias_attribute: str | None = None,
     write: bool = True,
+    aligned_attribute: str | None = None,
 ) -> dict:
-    """Evaluate `run` (a CDvG run folder) on `test_dir` (default: the run's data root /test)."""
+    """Evaluate `run` (a CDvG run folder) on `test_dir` (default: the run's data root /test). The metadata
+    columns default to the run's `evaluation` settings."""
     from invgen.cdvg.data import load_labelled_images
 
     unknown = [s for s in test_sets if s not in TEST_SETS]
@@ -59,16 +78,10 @@ def evaluate_run(
         raise InvgenDataError(f"unknown test set '{unknown[0]}' (known: {', '.join(TEST_SETS)})")
     run = Path(run)
     model = load_classifier(run)
-    if test_dir is None:
-        import yaml
-
-        cfg_path = run / "train_config.yaml"
-        if not cfg_path.is_file():
-            raise InvgenDataError(f"{cfg_path} is missing: pass the test set folder explicitly")
-        test_dir = Path(yaml.safe_load(cfg_path.read_text())["data"]["root"]) / "test"
+    test_dir, columns = _run_settings(run, test_dir)
     images, labels, image_set = load_labelled_images(test_dir, model.config.num_classes)
-    aligned = np.array([bool(v) for v in image_set.attribute("bias_aligned")])
-    bias = np.array(image_set.attribute(bias_attribute))
+    aligned = np.array([bool(v) for v in image_set.attribute(aligned_attribute or columns.aligned_attribute)])
+    bias = np.array(image_set.attribute(bias_attribute or columns.bias_attribute))
     with torch.no_grad():
         pred = model.predict(images).numpy()
     acc = accuracies(pred, labels.numpy(), aligned, bias)

@@ -19,18 +19,24 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from invgen.cdvg.makers import NO_VIEWS, build_transform
 from invgen.config import GUIDANCE_SCALE_LIMIT, check, check_seed
-from invgen.errors import InvgenModelError
 from invgen.models.encoders import build_encoder
+from invgen.registry import split_spec
 from invgen.train.data import DataConfig, start_run
 from invgen.train.loop import TrainConfig, Trainer
+from invgen.views.makers import VIEW_MAKERS
 
 MODEL_DIR = "model"
+__all__ = ["CDvGClassifier", "CDvGConfig", "ContrastiveConfig", "EncoderConfig", "EvaluationConfig",
+           "TranslatorConfig", "build_transform",
+           "compute_views", "contrastive_loss_fn", "train_cdvg"]
 
 
 @dataclass
 class TranslatorConfig:
-    # diffusion | learned (bias translators) | genview (GenView's label-free views, invgen.views) | none (plain CE)
+    # A view maker in invgen.views.makers.VIEW_MAKERS: diffusion | learned (bias translators) | genview
+    # (GenView's label-free views, invgen.views) | none (plain CE) | a plug-in's
     kind: str = "learned"
     # A diffusers pipeline folder (diffusion) or a LearnedTranslator folder (learned), trained on the
     # biased training set. With `train_if_missing` it is trained here first, for `train_steps` steps.
@@ -44,10 +50,16 @@ class TranslatorConfig:
     views: int = 1
     seed: int = 0
     cache_dir: str | None = None  # default: <model>/views_cache
+    # diffusion only: one prompt per class; default: each class's prompt in the training set's metadata
+    class_prompts: list[str] | None = None
+
+    @property
+    def makes_views(self) -> bool:
+        return self.kind != NO_VIEWS
 
     def validate(self, prefix: str = "translator") -> None:
-        kinds = ("diffusion", "learned", "genview", "none")
-        check(self.kind in kinds, f"{prefix}.kind", f"must be one of {kinds}, got '{self.kind}'")
+        check(split_spec(self.kind)[0] in VIEW_MAKERS, f"{prefix}.kind",
+              f"must be one of {VIEW_MAKERS.usages()}, got '{self.kind}'")
         check(self.views >= 1, f"{prefix}.views", f"must be at least 1, got {self.views}")
         check(0 < self.strength <= 1, f"{prefix}.strength", f"must be in (0, 1], got {self.strength}")
         check(self.switch is None or 0 <= self.switch <= 1, f"{prefix}.switch",
@@ -86,6 +98,14 @@ class ContrastiveConfig:
 
 
 @dataclass
+class EvaluationConfig:
+    """The test set's metadata columns `invgen eval cdvg` reads (plain column names, any data set)."""
+
+    aligned_attribute: str = "bias_aligned"  # true where the image shows its class's majority bias value
+    bias_attribute: str = "color_index"  # the bias value; worst-group accuracy is over (class, this) groups
+
+
+@dataclass
 class CDvGConfig:
     output_dir: str = "runs/cdvg"
     data: DataConfig = field(default_factory=DataConfig)
@@ -93,6 +113,7 @@ class CDvGConfig:
     translator: TranslatorConfig = field(default_factory=TranslatorConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
+    evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     train: TrainConfig = field(
         default_factory=lambda: TrainConfig(steps=400, batch_size=128, learning_rate=2e-3, warmup_steps=20,
                                             weight_decay=1e-4, checkpoint_every=200)
@@ -150,51 +171,6 @@ def contrastive_loss_fn(cfg: ContrastiveConfig):
     return losses.NTXentLoss(temperature=cfg.temperature)
 
 
-def _diffusion_pipeline(cfg: CDvGConfig):
-    """The translator's diffusers pipeline, trained on the biased set first if asked and missing."""
-    from invgen.models.loading import load_pipeline
-    from invgen.train.base import BaseConfig, pipeline_complete, train_base
-
-    t = cfg.translator
-    if not pipeline_complete(t.model):
-        if not t.train_if_missing:
-            raise InvgenModelError(f"translator.model {t.model} is not a diffusers pipeline folder")
-        from invgen.models.tiny import TinyUNetConfig
-
-        base = BaseConfig(output_dir=str(t.model), data=cfg.data, model=TinyUNetConfig(sample_size=cfg.data.size))
-        base.train.steps = t.train_steps
-        base.validate()
-        train_base(base, resume=True)
-    return load_pipeline(t.model)
-
-
-def build_transform(cfg: CDvGConfig):
-    """The (cached) view maker of `cfg.translator`, training its model first if asked and missing."""
-    from invgen.cdvg.learned import LearnedTranslator, LearnedTranslatorConfig, train_learned_translator
-    from invgen.cdvg.transforms import CachedTransform, DiffusionTranslator, GenViewTransform
-
-    t = cfg.translator
-    model = Path(t.model)
-    cache = t.cache_dir or model / "views_cache"
-    if t.kind == "genview":
-        from invgen.views import GenViewGenerator
-
-        gen = GenViewGenerator(_diffusion_pipeline(cfg), num_inference_steps=t.num_inference_steps, cache_dir=cache)
-        return GenViewTransform(gen, cfg.num_classes)
-    if t.kind == "diffusion":
-        inner = DiffusionTranslator(_diffusion_pipeline(cfg), strength=t.strength, switch=t.switch,
-                                    num_inference_steps=t.num_inference_steps, guidance_scale=t.guidance_scale)
-    else:
-        if not (model / "model" / "config.json").is_file() and not (model / "config.json").is_file():
-            if not t.train_if_missing:
-                raise InvgenModelError(f"translator.model {model} is not a trained LearnedTranslator")
-            lt = LearnedTranslatorConfig(output_dir=str(model), data=cfg.data, num_classes=cfg.num_classes)
-            lt.train.steps = t.train_steps
-            train_learned_translator(lt, resume=True)
-        inner = LearnedTranslator.from_pretrained(model)
-    return CachedTransform(inner, cache)
-
-
 def view_seed(seed: int, source: int, view: int) -> int:
     return (seed * 1_000_003 + source * 101 + view) % (2**62)
 
@@ -239,23 +215,21 @@ def train_cdvg(cfg: CDvGConfig, resume: bool = False) -> Path:
     enc = cfg.encoder
     torch.manual_seed(cfg.train.seed)  # the initialisation: the same in every process and every run
     model = CDvGClassifier(enc.name, tuple(enc.widths), cfg.num_classes, enc.projection_dim, enc.pretrained)
-    if cfg.translator.kind == "none":
+    if not cfg.translator.makes_views:
         # No views, no contrastive term: a head without gradients would stall DDP's gradient reduction.
         model.projection.requires_grad_(False)
     trainer = Trainer(cfg.train, out, model, desc=f"cdvg[{cfg.translator.kind}]")
     split = start_run(trainer, cfg, resume)
     images, labels, _ = load_labelled_images(split, cfg.num_classes)
     views = None
-    if cfg.translator.kind != "none":
+    if cfg.translator.makes_views:
         views = compute_views(cfg, images, labels, trainer.is_main)
     con = contrastive_loss_fn(cfg.contrastive)
     quality = None
     if cfg.contrastive.loss == "quality_driven":
-        from invgen.views.foreground import SaliencyForeground
-        from invgen.views.losses import pair_similarities
-        from invgen.views.train import FrozenFeatures
+        from invgen.views.losses import PairQuality
 
-        quality = SaliencyForeground(), FrozenFeatures()
+        quality = PairQuality()
 
     def compute_loss(model, step, micro, gen):
         idx = torch.randint(0, len(images), (cfg.train.batch_size,), generator=gen)
@@ -268,10 +242,7 @@ def train_cdvg(cfg: CDvGConfig, resume: bool = False) -> Path:
         logits, z = model(torch.cat([x, v.flatten(0, 1)]), project=True)
         ce = F.cross_entropy(logits[:b], y)
         if quality is not None:  # GenView's loss: each image against its first view, pairs weighted by quality
-            saliency, frozen = quality
-            first = v[:, 0]
-            with torch.no_grad():
-                fg, bg = pair_similarities(frozen(x), frozen(first), saliency(x), saliency(first))
+            fg, bg = quality(x, v[:, 0])
             return ce + cfg.contrastive.alpha * con(z[:b], z[b::nv], fg, bg)
         z = F.normalize(z, dim=1)
         ids = torch.arange(b, device=x.device) if cfg.contrastive.positives == "instance" else y

@@ -3,7 +3,7 @@
 A generative model trained on biased data learns the bias first, so translating a sample from its class
 to another class mostly changes the bias (the color of a digit) and keeps the content (its shape).
 
-    t = DiffusionTranslator(pipe, strength=0.5)           # a frozen diffusers pipeline (SDEdit)
+    t = DiffusionTranslator(pipe, ["a red car", "a blue car"], strength=0.5)   # a frozen pipeline (SDEdit)
     views = t.transform(images, labels, generator=torch.Generator().manual_seed(0))
     cached = CachedTransform(t, "runs/cache/views")        # same views, computed once
 
@@ -19,17 +19,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from invgen.errors import InvgenDataError, InvgenModelError
-from invgen.fingerprint import weights_digest
 from invgen.pixels import to_signed, to_uint8
-from invgen.view_cache import (
-    entry_path,
-    per_image_seeds,
-    read_cached,
-    store,
-)
+from invgen.views.cache import ViewCache, per_image_seeds
+from invgen.views.img2img import Img2Img
 
 
 def draw_targets(labels: Sequence[int], seeds: Sequence[int], num_classes: int) -> list[int]:
@@ -92,7 +88,7 @@ class DiffusionTranslator(BiasTransform):
     steps above timestep `switch * 1000` use class b's prompt and the rest use the source class's prompt:
     a diffusion model decides coarse, global properties (a digit's color) at high noise and the
     content (its shape) later, so the early steps carry b's bias and the late ones keep a's content.
-    `switch=None` is plain SDEdit. docs/cdvg.md has the measurements behind the digits defaults.
+    `switch=None` is plain SDEdit. `class_prompts[c]` is the prompt of class c.
 
     Works with the embedded `PixelTextToImagePipeline` and with Stable Diffusion (a text-to-image
     pipeline is switched to its img2img sibling with `AutoPipelineForImage2Image.from_pipe`).
@@ -101,35 +97,26 @@ class DiffusionTranslator(BiasTransform):
     def __init__(
         self,
         pipe,
-        class_prompts: Sequence[str] | None = None,
+        class_prompts: Sequence[str],
         strength: float = 1.0,
         switch: float | None = 0.8,
         num_inference_steps: int = 20,
         guidance_scale: float = 2.0,
         batch_size: int = 256,
     ):
-        from invgen.benchmarks.digits.data import digit_prompts
-        from invgen.pipelines.pixel_t2i import PixelTextToImagePipeline
-
         if not 0.0 < strength <= 1.0:
             raise InvgenModelError(f"strength must be in (0, 1], got {strength}")
         if switch is not None and not 0.0 <= switch <= 1.0:
             raise InvgenModelError(f"switch must be in [0, 1] or None, got {switch}")
-        self.class_prompts = list(class_prompts) if class_prompts is not None else digit_prompts()
+        self.class_prompts = list(class_prompts)
+        if len(self.class_prompts) < 2:
+            raise InvgenModelError(f"a translator needs one prompt per class, at least two; got {self.class_prompts}")
         self.num_classes = len(self.class_prompts)
         self.strength, self.switch = float(strength), switch
         self.steps, self.guidance_scale = int(num_inference_steps), float(guidance_scale)
         self.batch_size = batch_size
-        self._embedded = isinstance(pipe, PixelTextToImagePipeline)
-        if not self._embedded and not type(pipe).__name__.endswith("Img2ImgPipeline"):
-            from diffusers import AutoPipelineForImage2Image
-
-            try:
-                pipe = AutoPipelineForImage2Image.from_pipe(pipe)
-            except (ValueError, KeyError) as e:
-                raise InvgenModelError(f"{type(pipe).__name__} has no image-to-image form: {e}") from None
-        self.pipe = pipe
-        self.pipe.set_progress_bar_config(disable=True)
+        self.img2img = Img2Img(pipe)
+        self.pipe = self.img2img.pipe
         self._fingerprint = None
 
     @property
@@ -137,14 +124,8 @@ class DiffusionTranslator(BiasTransform):
         if self._fingerprint is None:
             settings = (f"diffusion|{self.class_prompts}|{self.strength}|{self.switch}|{self.steps}|"
                         f"{self.guidance_scale}")
-            self._fingerprint = f"{settings}|{weights_digest(self.pipe.unet)}"
+            self._fingerprint = f"{settings}|{self.img2img.weights}"
         return self._fingerprint
-
-    def _source_embeds(self, prompts: list[str]) -> torch.Tensor:
-        if self._embedded:
-            return self.pipe.encode_prompt(prompts)
-        device = self.pipe._execution_device
-        return self.pipe.encode_prompt(prompts, device, 1, False)[0]
 
     def _switch_callback(self, source: torch.Tensor):
         limit = None if self.switch is None else self.switch * 1000
@@ -164,27 +145,15 @@ class DiffusionTranslator(BiasTransform):
         out = []
         for i in range(0, len(images), self.batch_size):
             sl = slice(i, i + self.batch_size)
-            x = images[sl]
-            prompts = [self.class_prompts[t] for t in targets[sl]]
-            kw = dict(
-                prompt=prompts,
-                strength=self.strength,
-                num_inference_steps=self.steps,
-                guidance_scale=self.guidance_scale,
-                generator=[torch.Generator().manual_seed(s) for s in seeds[sl]],
-                output_type="pt",
-            )
+            kw = {}
             if self.switch is not None:
-                source = self._source_embeds([self.class_prompts[a] for a in labels[sl]])
-                kw.update(callback_on_step_end=self._switch_callback(source),
+                source = self.img2img.encode_prompt([self.class_prompts[a] for a in labels[sl]])
+                kw = dict(callback_on_step_end=self._switch_callback(source),
                           callback_on_step_end_tensor_inputs=["prompt_embeds"])
-            if self._embedded:
-                y = self.pipe(image=x, **kw).images
-            else:  # diffusers' img2img pipelines take images in [0, 1]
-                y = self.pipe(image=(x.float() + 1) / 2, **kw).images
-                y = torch.nn.functional.interpolate(y.float(), size=x.shape[-2:], mode="bilinear")
-            out.append(y.float().cpu() * 2 - 1)
-        return torch.cat(out)
+            out.append(self.img2img(images[sl], [self.class_prompts[t] for t in targets[sl]], seeds[sl],
+                                    self.strength, num_inference_steps=self.steps,
+                                    guidance_scale=self.guidance_scale, **kw))
+        return to_signed(np.concatenate(out))
 
 
 class CachedTransform(BiasTransform):
@@ -195,9 +164,19 @@ class CachedTransform(BiasTransform):
     def __init__(self, inner: BiasTransform, cache_dir: str | os.PathLike):
         self.inner = inner
         self.num_classes = inner.num_classes
-        self.cache_dir = Path(cache_dir)
-        self.hits = 0
-        self.misses = 0
+        self.cache = ViewCache(cache_dir, lambda: self.fingerprint)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.cache.cache_dir
+
+    @property
+    def hits(self) -> int:
+        return self.cache.hits
+
+    @property
+    def misses(self) -> int:
+        return self.cache.misses
 
     @property
     def fingerprint(self) -> str:
@@ -205,20 +184,14 @@ class CachedTransform(BiasTransform):
 
     def _translate(self, images: torch.Tensor, targets: list[int], seeds: list[int], labels: list[int]):
         pixels = [to_uint8(x) for x in images]
-        paths = [entry_path(self.cache_dir, self.fingerprint, p, a, t, s)
-                 for p, a, t, s in zip(pixels, labels, targets, seeds, strict=True)]
-        out, todo = read_cached(paths)
-        self.hits += len(images) - len(todo)
-        self.misses += len(todo)
-        if todo:
+
+        def make(idx: list[int]) -> torch.Tensor:
             # The inner transform sees the 8-bit image too, so cold and warm runs start from the same input.
-            x = torch.stack([to_signed(pixels[i]) for i in todo])
-            fresh = self.inner.transform(
-                x, [labels[i] for i in todo], [targets[i] for i in todo], seeds=[seeds[i] for i in todo]
-            )
-            for j, i in enumerate(todo):
-                out[i] = store(paths[i], fresh[j])
-        return torch.stack(out)
+            x = torch.stack([to_signed(pixels[i]) for i in idx])
+            return self.inner.transform(x, [labels[i] for i in idx], [targets[i] for i in idx],
+                                        seeds=[seeds[i] for i in idx])
+
+        return self.cache.views(pixels, list(zip(labels, targets, seeds, strict=True)), make)
 
 
 class GenViewTransform(BiasTransform):

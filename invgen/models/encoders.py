@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from invgen.errors import InvgenModelError
+from invgen.registry import Registry
 
 
 class _Block(nn.Module):
@@ -75,36 +76,49 @@ class _TimmEncoder(nn.Module):
         return self.model(x)
 
 
-def build_encoder(name: str = "small_resnet", pretrained: bool = False, widths: tuple[int, ...] = (16, 32, 64)):
-    """`small_resnet`, `timm:<name>` (e.g. `timm:resnet18`) or `torchvision:<name>`."""
-    if name == "small_resnet":
-        return SmallResNet(tuple(widths))
-    kind, _, model_name = name.partition(":")
-    if kind == "timm" and model_name:
-        import timm
+ENCODERS: Registry[nn.Module] = Registry("encoder")
+"""`factory(arg, pretrained=..., widths=...)` -> a module with `feature_dim`, `stage_dims` and `multiscale`."""
 
-        try:
-            return _TimmEncoder(timm.create_model(model_name, pretrained=pretrained, num_classes=0))
-        except RuntimeError as e:  # unknown name or weights missing offline
-            raise InvgenModelError(f"encoder {name!r}: {e}") from None
-    if kind == "torchvision" and model_name:
-        import torchvision
 
-        try:
-            model = torchvision.models.get_model(model_name, weights="DEFAULT" if pretrained else None)
-        except (ValueError, RuntimeError, OSError) as e:
-            raise InvgenModelError(f"encoder {name!r}: {e}") from None
-        # Torchvision classifiers end in `fc` or `classifier`; drop it to get features.
-        head_name = "fc" if hasattr(model, "fc") else "classifier" if hasattr(model, "classifier") else None
-        if head_name is None:
-            raise InvgenModelError(f"encoder {name!r}: cannot find its classification head (fc/classifier)")
-        head = getattr(model, head_name)
-        last = head if isinstance(head, nn.Linear) else [m for m in head.modules() if isinstance(m, nn.Linear)][0]
-        setattr(model, head_name, nn.Identity())
-        model.feature_dim = last.in_features
-        model.stage_dims = [last.in_features]
-        model.multiscale = lambda x, m=model: [m(x)]
-        return model
-    raise InvgenModelError(
-        f"unknown encoder {name!r}: use 'small_resnet', 'timm:<model name>' or 'torchvision:<model name>'"
-    )
+@ENCODERS.register("small_resnet", help="a one-block-per-stage ResNet for 16-32 px images")
+def _small_resnet(arg: str, pretrained: bool = False, widths: tuple[int, ...] = (16, 32, 64)) -> nn.Module:
+    return SmallResNet(tuple(widths))
+
+
+@ENCODERS.register("timm", arg="NAME", help="any timm model, classifier head removed")
+def _timm(arg: str, pretrained: bool = False, widths: tuple[int, ...] = ()) -> nn.Module:
+    import timm
+
+    try:
+        return _TimmEncoder(timm.create_model(arg, pretrained=pretrained, num_classes=0))
+    except RuntimeError as e:  # unknown name or weights missing offline
+        raise InvgenModelError(f"encoder 'timm:{arg}': {e}") from None
+
+
+@ENCODERS.register("torchvision", arg="NAME", help="any torchvision classifier, head removed")
+def _torchvision(arg: str, pretrained: bool = False, widths: tuple[int, ...] = ()) -> nn.Module:
+    import torchvision
+
+    name = f"torchvision:{arg}"
+    try:
+        model = torchvision.models.get_model(arg, weights="DEFAULT" if pretrained else None)
+    except (ValueError, RuntimeError, OSError) as e:
+        raise InvgenModelError(f"encoder {name!r}: {e}") from None
+    # Torchvision classifiers end in `fc` or `classifier`; drop it to get features.
+    head_name = "fc" if hasattr(model, "fc") else "classifier" if hasattr(model, "classifier") else None
+    if head_name is None:
+        raise InvgenModelError(f"encoder {name!r}: cannot find its classification head (fc/classifier)")
+    head = getattr(model, head_name)
+    last = head if isinstance(head, nn.Linear) else [m for m in head.modules() if isinstance(m, nn.Linear)][0]
+    setattr(model, head_name, nn.Identity())
+    model.feature_dim = last.in_features
+    model.stage_dims = [last.in_features]
+    model.multiscale = lambda x, m=model: [m(x)]
+    return model
+
+
+def build_encoder(name: str = "small_resnet", pretrained: bool = False,
+                  widths: tuple[int, ...] = (16, 32, 64)) -> nn.Module:
+    """The encoder a spec names in `ENCODERS`: `small_resnet`, `timm:<name>`, `torchvision:<name>` or a
+    plug-in's."""
+    return ENCODERS.resolve(name, pretrained=pretrained, widths=tuple(widths))

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from invgen.errors import InvgenDataError, InvgenModelError
+from invgen.registry import Registry
 
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -165,20 +166,27 @@ class ClipForeground(ForegroundEstimator):
         return F.interpolate(sim, size=images.shape[-2:], mode="bilinear", align_corners=False)
 
 
+FOREGROUNDS: Registry[ForegroundEstimator] = Registry("foreground estimator")
+
+
+def _saliency(arg: str) -> SaliencyForeground:
+    try:
+        return SaliencyForeground(float(arg)) if arg else SaliencyForeground()
+    except ValueError:
+        raise InvgenDataError(f"foreground 'saliency:{arg}': the saliency threshold must be a number") from None
+
+
+FOREGROUNDS.register("saliency", _saliency, arg="THRESHOLD", arg_required=False,
+                     help="pixels unlike the border's median color (threshold in [0, 1], default 0.25)")
+FOREGROUNDS.register("masks", lambda arg: MaskFolderForeground(arg), arg="FOLDER",
+                     help="one grayscale mask per image, found by file name")
+FOREGROUNDS.register("clip", lambda arg: ClipForeground(arg), arg="PATH",
+                     help="open_clip patch saliency, local weights")
+
+
 def build_foreground(spec: str | ForegroundEstimator) -> ForegroundEstimator:
-    """`saliency`, `saliency:THRESHOLD`, `masks:FOLDER`, `clip:PATH` (open_clip folder) or an estimator."""
+    """An estimator as it is, or the one a spec names in `FOREGROUNDS` (`saliency[:THRESHOLD]`,
+    `masks:FOLDER`, `clip:PATH`, or a plug-in's)."""
     if isinstance(spec, ForegroundEstimator):
         return spec
-    kind, _, arg = str(spec).partition(":")
-    if kind == "saliency":
-        try:
-            return SaliencyForeground(float(arg)) if arg else SaliencyForeground()
-        except ValueError:
-            raise InvgenDataError(f"foreground {spec!r}: the saliency threshold must be a number") from None
-    if kind == "masks" and arg:
-        return MaskFolderForeground(arg)
-    if kind == "clip" and arg:
-        return ClipForeground(arg)
-    raise InvgenDataError(
-        f"unknown foreground estimator {spec!r}: use 'saliency', 'saliency:0.25', 'masks:FOLDER' or 'clip:PATH'"
-    )
+    return FOREGROUNDS.resolve(spec)

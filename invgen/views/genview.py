@@ -28,20 +28,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
-from tqdm.auto import tqdm
 
 from invgen.errors import InvgenDataError, InvgenModelError
-from invgen.fingerprint import weights_digest
 from invgen.pixels import to_signed, to_uint8
-from invgen.view_cache import (
-    entry_path,
-    per_image_seeds,
-    read_cached,
-    store,
-)
+from invgen.views.cache import ViewCache, per_image_seeds
 from invgen.views.foreground import ForegroundEstimator, build_foreground, check_images, foreground_proportion
+from invgen.views.img2img import Img2Img
 
 # GenView's levels on unCLIP's embedding-noise scale (0..1000).
 UNCLIP_LEVELS = [0, 100, 200, 300, 400]
@@ -75,19 +68,6 @@ def _check_levels(levels, kind: str):
         raise InvgenModelError(f"noise_levels {levels} are outside [0, {hi}], the range of the {what}")
 
 
-def _pipeline_kind(pipe) -> str:
-    from invgen.pipelines.pixel_t2i import PixelTextToImagePipeline
-
-    if isinstance(pipe, PixelTextToImagePipeline):
-        return "embedded"
-    name = type(pipe).__name__
-    if "UnCLIP" in name:
-        return "unclip"
-    if name.endswith("Img2ImgPipeline"):
-        return "img2img"
-    return "other"
-
-
 @dataclass
 class GenViews:
     views: torch.Tensor  # (B, 3, H, W) in [-1, 1]
@@ -109,39 +89,39 @@ class GenViewGenerator:
         cache_dir: str | os.PathLike | None = None,
         progress: bool = False,
     ):
-        kind = _pipeline_kind(pipe)
-        if kind == "other":
-            # A text-to-image pipeline: switch to its img2img sibling, sharing the weights.
-            from diffusers import AutoPipelineForImage2Image
-
-            try:
-                pipe = AutoPipelineForImage2Image.from_pipe(pipe)
-            except (ValueError, KeyError) as e:
-                raise InvgenModelError(f"{type(pipe).__name__} has no image-conditioned form: {e}") from None
-            kind = _pipeline_kind(pipe)
+        self.img2img = Img2Img(pipe)
+        kind = self.img2img.kind
         if noise_levels is None:
             noise_levels = UNCLIP_LEVELS if kind == "unclip" else STRENGTH_LEVELS
         _check_levels(noise_levels, kind)
-        self.pipe, self.kind = pipe, kind
+        self.pipe, self.kind = self.img2img.pipe, kind
         self.noise_levels = tuple(noise_levels) if isinstance(noise_levels, tuple) else list(noise_levels)
         self.foreground = build_foreground(foreground)
         self.prompt = prompt
         self.steps, self.guidance_scale = int(num_inference_steps), float(guidance_scale)
         self.batch_size = int(batch_size)
-        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.cache = ViewCache(cache_dir, lambda: self.fingerprint)
         self.progress = progress
-        self.hits = self.misses = 0
-        if hasattr(pipe, "set_progress_bar_config"):
-            pipe.set_progress_bar_config(disable=True)
         self._fingerprint: str | None = None
 
     @property
     def fingerprint(self) -> str:
         if self._fingerprint is None:
-            weights = weights_digest(self.pipe.unet) if hasattr(self.pipe, "unet") else type(self.pipe).__name__
             self._fingerprint = (f"genview|{self.kind}|{self.prompt}|{self.steps}|{self.guidance_scale}|"
-                                 f"{weights}")
+                                 f"{self.img2img.weights}")
         return self._fingerprint
+
+    @property
+    def cache_dir(self) -> Path | None:
+        return self.cache.cache_dir
+
+    @property
+    def hits(self) -> int:
+        return self.cache.hits
+
+    @property
+    def misses(self) -> int:
+        return self.cache.misses
 
     # ------------------------------------------------------------------ public
     def __call__(self, images, generator: torch.Generator | None = None, **kw) -> torch.Tensor:
@@ -170,48 +150,14 @@ class GenViewGenerator:
         if self.kind == "unclip":
             levels = [float(round(v)) for v in levels]
 
-        paths = [self._key(p, lv, s) for p, lv, s in zip(pixels, levels, seeds, strict=True)]
-        out, todo = read_cached(paths)
-        self.hits += len(images) - len(todo)
-        self.misses += len(todo)
-        bar = tqdm(total=len(todo), desc="genview", disable=not self.progress or not todo, dynamic_ncols=True)
-        for start in range(0, len(todo), self.batch_size):
-            chunk = todo[start : start + self.batch_size]
-            fresh = self._generate(images[chunk], [levels[i] for i in chunk], [seeds[i] for i in chunk])
-            for j, i in enumerate(chunk):
-                out[i] = store(paths[i], fresh[j])
-            bar.update(len(chunk))
-        bar.close()
-        return GenViews(torch.stack(out), levels, proportions, seeds)
+        def make(idx: list[int]) -> np.ndarray:
+            return self.img2img(images[idx], [self.prompt] * len(idx), [seeds[i] for i in idx],
+                                [levels[i] for i in idx], num_inference_steps=self.steps,
+                                guidance_scale=self.guidance_scale)
 
-    # ------------------------------------------------------------------ internals
-    def _key(self, pixels: np.ndarray, level: float, seed: int) -> Path | None:
-        if self.cache_dir is None:
-            return None
-        return entry_path(self.cache_dir, self.fingerprint, pixels, level, seed)
-
-    def _generate(self, x: torch.Tensor, levels: list[float], seeds: list[int]) -> torch.Tensor:
-        gens = [torch.Generator().manual_seed(s) for s in seeds]
-        common = dict(num_inference_steps=self.steps, guidance_scale=self.guidance_scale, output_type="pt")
-        with torch.no_grad():
-            if self.kind == "embedded":
-                # One call: the embedded pipeline takes a strength per image.
-                y = self.pipe(prompt=[self.prompt] * len(x), image=x, strength=levels, generator=gens,
-                              **common).images
-                return y.float().cpu() * 2 - 1
-            # diffusers pipelines take one strength / noise_level per call: group the images by level.
-            y = torch.empty_like(x)
-            for level in sorted(set(levels)):
-                idx = [i for i, v in enumerate(levels) if v == level]
-                kw = {"noise_level": int(level)} if self.kind == "unclip" else {"strength": level}
-                res = self.pipe(prompt=[self.prompt] * len(idx), image=(x[idx].float() + 1) / 2,
-                                generator=[gens[i] for i in idx], **kw, **common).images
-                res = torch.as_tensor(np.stack(res) if isinstance(res, list) else res).float()
-                if res.ndim == 4 and res.shape[-1] == 3 and res.shape[1] != 3:  # NHWC numpy output
-                    res = res.permute(0, 3, 1, 2)
-                res = F.interpolate(res, size=x.shape[-2:], mode="bilinear", align_corners=False)
-                y[idx] = res.cpu() * 2 - 1
-            return y
+        views = self.cache.views(pixels, list(zip(levels, seeds, strict=True)), make, self.batch_size,
+                                 progress="genview" if self.progress else None)
+        return GenViews(views, levels, proportions, seeds)
 
 
 def _as_tensor(images) -> torch.Tensor:

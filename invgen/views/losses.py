@@ -171,6 +171,35 @@ def pair_similarities(
     return fg, bg
 
 
+class FrozenFeatures(nn.Module):
+    """Fixed random 3x3 conv features (32 channels, ReLU): the frozen feature maps the pair quality score
+    is computed on. GenView uses a frozen CLIP; a fixed random filter bank needs no weights and still sees
+    local color and stroke structure."""
+
+    def __init__(self, channels: int = 32, seed: int = 0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.register_buffer("weight", torch.randn(channels, 3, 3, 3, generator=g) / 3.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(F.conv2d(x.float(), self.weight, padding=1))
+
+
+class PairQuality:
+    """`quality(a, b) -> (fg_sim, bg_sim)`: the quality-driven loss's inputs for pairs of views, from
+    foreground masks (default: saliency) and frozen features (default: `FrozenFeatures`); no gradients."""
+
+    def __init__(self, foreground=None, features: nn.Module | None = None):
+        from invgen.views.foreground import SaliencyForeground
+
+        self.foreground = foreground if foreground is not None else SaliencyForeground()
+        self.features = features if features is not None else FrozenFeatures()
+
+    @torch.no_grad()
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return pair_similarities(self.features(a), self.features(b), self.foreground(a), self.foreground(b))
+
+
 LOSSES = {"quality_driven": QualityDrivenContrastiveLoss, "multilevel": MultilevelContrastiveLoss}
 
 

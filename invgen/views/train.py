@@ -23,7 +23,7 @@ from invgen.config import check
 from invgen.errors import InvgenDataError
 from invgen.train.loop import TrainConfig, Trainer
 from invgen.views.foreground import SaliencyForeground
-from invgen.views.losses import QualityDrivenContrastiveLoss, pair_similarities
+from invgen.views.losses import PairQuality, QualityDrivenContrastiveLoss
 
 
 @dataclass
@@ -96,20 +96,6 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(to_gray, g, y) * 2 - 1
 
 
-class FrozenFeatures(nn.Module):
-    """Fixed random 3x3 conv features (32 channels, ReLU): the frozen feature maps the pair quality score
-    is computed on. GenView uses a frozen CLIP; a fixed random filter bank needs no weights and still sees
-    local color and stroke structure."""
-
-    def __init__(self, channels: int = 32, seed: int = 0):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.register_buffer("weight", torch.randn(channels, 3, 3, 3, generator=g) / 3.0)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.relu(F.conv2d(x.float(), self.weight, padding=1))
-
-
 def train_ssl(cfg: SSLConfig, images: torch.Tensor, generated: torch.Tensor | None = None,
               resume: bool = False) -> SSLModel:
     """`images`: (N, 3, H, W) in [-1, 1]; `generated`: (N, K, 3, H, W) GenView views (K per image), needed
@@ -128,7 +114,7 @@ def train_ssl(cfg: SSLConfig, images: torch.Tensor, generated: torch.Tensor | No
     trainer = Trainer(cfg.train, cfg.output_dir, model, desc=f"ssl[{cfg.views},{cfg.loss}]")
     trainer.start(resume)
     loss_fn = QualityDrivenContrastiveLoss(cfg.temperature, cfg.quality_temperature)
-    saliency, frozen = SaliencyForeground(cfg.saliency_threshold), FrozenFeatures()
+    quality = PairQuality(SaliencyForeground(cfg.saliency_threshold))
     n, bs = len(images), cfg.train.batch_size
 
     def compute_loss(model, step, micro, gen):
@@ -142,8 +128,7 @@ def train_ssl(cfg: SSLConfig, images: torch.Tensor, generated: torch.Tensor | No
         v1, v2 = augment(x, gen), augment(second, gen)
         fg = bg = None
         if cfg.loss == "quality_driven":
-            with torch.no_grad():
-                fg, bg = pair_similarities(frozen(v1), frozen(v2), saliency(v1), saliency(v2))
+            fg, bg = quality(v1, v2)
             fg, bg = trainer.shard(fg), trainer.shard(bg)
         v1, v2 = trainer.shard(v1), trainer.shard(v2)
         return loss_fn(model(v1), model(v2), fg, bg)
