@@ -97,6 +97,19 @@ def dataset_defaults(pipeline: str | os.PathLike) -> SetDefaults | None:
         return None
 
 
+def samples_defaults(samples: str | os.PathLike) -> SetDefaults | None:
+    """`dataset_defaults` of the pipeline that sampled an image folder (named in its sampling manifest by
+    `invgen sample`, the `evaluate` job, the audit); None when unknown."""
+    from invgen.sampling import MANIFEST
+
+    try:
+        manifest = json.loads((Path(samples) / MANIFEST).read_text(encoding="utf-8"))
+        pipeline = manifest["info"]["pipeline"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return dataset_defaults(pipeline) if isinstance(pipeline, str) and pipeline else None
+
+
 def default_classifier(pipeline: str | os.PathLike) -> str | None:
     """The attribute classifier spec that fits a pipeline (the exact color oracle for a colored-digits model),
     or None: the caller decides."""

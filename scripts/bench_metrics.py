@@ -57,7 +57,7 @@ def main() -> None:
         runs = []
         for _ in range(args.repeat):
             t = time.perf_counter()
-            report = bias_report(folder, n_boot=args.bootstrap)
+            report = bias_report(folder, "color", "oracle:color", n_boot=args.bootstrap)
             runs.append((time.perf_counter() - t, report["timing"]))
     seconds, timing = min(runs, key=lambda r: r[0])
     result = {

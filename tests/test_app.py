@@ -93,7 +93,8 @@ def test_side_by_side_uses_the_same_noise_and_leaves_the_pipeline_as_it_was(runs
     guidance = InvariantGuidance.from_pretrained(runs / "adapter")
     steps = []
     result = side_by_side(pipe, ["a photo of the digit 3"], 2, seed=4, guidance=guidance, scale=0.0,
-                          classifier="oracle:color", progress=lambda f, d: steps.append(f), num_inference_steps=3)
+                          classifier="oracle:color", attribute="color", progress=lambda f, d: steps.append(f),
+                          num_inference_steps=3)
     direct = generate(pipe, ["a photo of the digit 3"] * 2, [image_seed(4, i) for i in range(2)], progress=False,
                       num_inference_steps=3)
     np.testing.assert_array_equal(result.images["base"], direct)

@@ -296,7 +296,8 @@ def test_sd_joint_attribute_counts_agree_with_each_part(sd_runs, tmp_path):
             assert n == sum(c for v, c in e["counts"].items() if v.split("|")[1] == r)
     # The CLIP score is the one `invgen metrics --clip` gives on the same images.
     clip = sd_runs / "clip" / "model"
-    assert main(["metrics", str(out / "images"), "--clip", str(clip), "--bootstrap", "0", "--no-plots",
+    assert main(["metrics", str(out / "images"), "--clip", str(clip), "--attribute", "color", "--classifier",
+                 "oracle:color", "--bootstrap", "0", "--no-plots",
                  "--out", str(tmp_path / "m.json")]) == 0
     metrics = _no_nan((tmp_path / "m.json").read_text())
     assert report["quality"]["clip_score"] == pytest.approx(metrics["quality"]["clip_score"], abs=1e-9)

@@ -332,7 +332,8 @@ def test_app_side_by_side_on_transformer_and_sdxl_pipelines(family):
             p.add_(0.2 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
     guidance.collect(module)
     before = {k: v.clone() for k, v in denoiser_of(pipe).state_dict().items()}
-    result = side_by_side(pipe, [P3], 2, guidance=guidance, classifier="oracle:color", num_inference_steps=2,
+    result = side_by_side(pipe, [P3], 2, guidance=guidance, classifier="oracle:color", attribute="color",
+                          num_inference_steps=2,
                           height=16, width=16)
     base, debiased = result.images[BASE], result.images[DEBIASED]
     assert base.shape == debiased.shape == (2, 16, 16, 3) and np.abs(base.astype(int) - debiased).max() > 0

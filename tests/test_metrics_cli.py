@@ -43,8 +43,14 @@ def test_metrics_writes_report_and_prints_table(base, tmp_path, capsys):
     assert out.with_suffix(".md").is_file() and (out.parent / "report_attributes.png").is_file()
 
 
+def reading(args: list[str]) -> list[str]:
+    """`args` with the color oracle where they name no classifier or attribute (general code has no default)."""
+    extra = [] if "--attribute" in args else ["--attribute", "color"]
+    return args + extra + ([] if "--classifier" in args else ["--classifier", "oracle:color"])
+
+
 def test_default_out_target_and_no_plots(base, capsys):
-    assert main(["metrics", str(base), "--target", "0.75,0.25", "--no-plots", "--bootstrap", "0"]) == 0
+    assert main(["metrics", *reading([str(base)]), "--target", "0.75,0.25", "--no-plots", "--bootstrap", "0"]) == 0
     report = json.loads((base / "report.json").read_text())
     # prompt 3 sits at the target (0), prompt 5 is ½ from it → mean ¼
     assert report["target"] == [0.75, 0.25] and report["bias_score"] == pytest.approx(0.25)
@@ -56,7 +62,7 @@ def test_compare_side_by_side(base, tmp_path, capsys):
         tmp_path / "debiased", {P3: ["red", "green", "green", "red"], P5: ["red", "green", "green", "red"]}
     )
     out = tmp_path / "runs" / "report.json"
-    assert main(["metrics", str(base), "--compare", str(deb), "--out", str(out), "--bootstrap", "100"]) == 0
+    assert main(["metrics", *reading([str(base)]), "--compare", str(deb), "--out", str(out), "--bootstrap", "100"]) == 0
     printed = capsys.readouterr().out
     assert "| metric | base | debiased |" in printed and "(×0.00)" in printed
     cmp = json.loads((out.parent / "comparison.json").read_text())
@@ -101,9 +107,24 @@ def _unreadable(tmp_path, base):
     ],
 )
 def test_bad_input_gives_one_sentence_and_exit_2(tmp_path, base, capsys, make_args, message):
-    args = make_args(tmp_path, base)
+    args = reading(make_args(tmp_path, base))
     assert main(["metrics", *args]) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert "Traceback" not in captured.out + captured.err
+
+
+def test_without_a_classifier_the_sampling_pipelines_own_is_used_or_asked_for(base, tmp_path, capsys):
+    from invgen.sampling import MANIFEST
+
+    assert main(["metrics", str(base), "--no-plots", "--bootstrap", "0"]) == 2
+    assert "give --attribute and --classifier: " in capsys.readouterr().err
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "train_config.yaml").write_text("data:\n  builder: colored_digits\n  options: {palette: two}\n")
+    (base / MANIFEST).write_text(json.dumps({"info": {"pipeline": str(model)}}))
+    assert main(["metrics", str(base), "--no-plots", "--bootstrap", "0"]) == 0
+    report = json.loads((base / "report.json").read_text())
+    assert report["classifier"] == "oracle:color:two" and report["attribute"] == "color"
+    assert report["bias_score"] == pytest.approx(0.25)

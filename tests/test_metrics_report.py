@@ -23,7 +23,7 @@ def base(tmp_path):
 
 
 def test_two_values_by_hand(base):
-    r = bias_report(base, n_boot=500)
+    r = bias_report(base, "color", "oracle:color", n_boot=500)
     assert r["n_images"] == 8 and r["n_prompts"] == 2 and r["values"] == ["red", "green"]
     assert r["target"] == [0.5, 0.5]
     # overall = mean over prompts of the per-prompt figures
@@ -46,7 +46,7 @@ def test_two_values_by_hand(base):
     "target", ["0.75,0.25", "red=0.75,green=0.25", "75/25", [0.75, 0.25], {"red": 0.75, "green": 0.25}]
 )
 def test_target_75_25(base, target):
-    r = bias_report(base, target=target, n_boot=0)
+    r = bias_report(base, "color", "oracle:color", target=target, n_boot=0)
     assert r["target"] == pytest.approx([0.75, 0.25])
     # prompt 3 is exactly 75/25 → 0; prompt 5 (50/50) against 75/25 → ½ (see test_metrics_fairness)
     assert r["per_prompt"][P3]["bias_score"] == pytest.approx(0.0)
@@ -57,7 +57,7 @@ def test_target_75_25(base, target):
 
 def test_single_prompt(tmp_path):
     d = write_set(tmp_path / "one", {P3: ["green", "green", "green", "red"]})
-    r = bias_report(d, n_boot=100)
+    r = bias_report(d, "color", "oracle:color", n_boot=100)
     assert r["n_prompts"] == 1 and r["bias_score"] == pytest.approx(0.5)
     assert r["entropy"] == r["per_prompt"][P3]["entropy"]
 
@@ -81,13 +81,13 @@ def test_a_classifier_object(base):
         def __call__(self, images):
             return np.ones(len(images), dtype=np.int64)
 
-    r = bias_report(base, classifier=AllGreen(), n_boot=0)
+    r = bias_report(base, attribute="color", classifier=AllGreen(), n_boot=0)
     assert r["classifier"] == "AllGreen" and r["bias_score"] == 1.0
     assert r["metadata_agreement"] == pytest.approx(3 / 8)  # three green images in the set
 
 
 def test_t2i_section_on_the_digits(base):
-    r = bias_report(base, t2i=True, n_boot=0)
+    r = bias_report(base, "color", "oracle:color", t2i=True, n_boot=0)
     t = r["t2i"]
     # X = {photo, digit}; the oracle's Y = {digit, <color>}: H_J = 1 − 1/3, H⁺ = ½, H⁻ = ½ for every image
     assert t["H_J"] == pytest.approx(2 / 3) and t["H_plus"] == 0.5 and t["H_minus"] == 0.5
@@ -100,16 +100,16 @@ def test_quality_section_against_itself(base):
     def flat(images):
         return images.reshape(len(images), -1).astype(np.float64)
 
-    r = bias_report(base, reference=base, features=flat, n_boot=0)
+    r = bias_report(base, "color", "oracle:color", reference=base, features=flat, n_boot=0)
     q = r["quality"]
     assert q["fid"] == pytest.approx(0.0, abs=1e-6) and q["precision"] == 1.0 and q["recall"] == 1.0
     assert q["n_real"] == q["n_fake"] == 8 and q["k"] == 3
     with pytest.raises(InvgenConfigError, match="need a feature extractor"):
-        bias_report(base, reference=base, n_boot=0)
+        bias_report(base, "color", "oracle:color", reference=base, n_boot=0)
 
 
 def test_writers(base, tmp_path):
-    r = bias_report(base, n_boot=200)
+    r = bias_report(base, "color", "oracle:color", n_boot=200)
     paths = write_report(r, tmp_path / "out" / "report.json")
     loaded = json.loads(paths["json"].read_text())
     assert loaded["bias_score"] == pytest.approx(0.25) and loaded["per_prompt"][P3]["counts"]["red"] == 3
@@ -136,7 +136,8 @@ def test_compare(base, tmp_path):
         tmp_path / "debiased", {P3: ["red", "green", "green", "red"], P5: ["red", "red", "red", "red"]}
     )
     # base: (½ + 0)/2 = ¼; debiased: (0 + 1)/2 = ½ → ratio 2
-    cmp = compare_reports([bias_report(base, n_boot=100), bias_report(deb, n_boot=100)])
+    cmp = compare_reports([bias_report(base, "color", "oracle:color", n_boot=100),
+                           bias_report(deb, "color", "oracle:color", n_boot=100)])
     assert cmp["labels"] == ["base", "debiased"] and cmp["baseline"] == "base"
     assert cmp["ratio_to_baseline"]["debiased"]["bias_score"] == pytest.approx(2.0)
     assert cmp["per_prompt"][P5]["debiased"]["bias_score"] == 1.0
@@ -145,14 +146,15 @@ def test_compare(base, tmp_path):
     with Image.open(paths["bars"]) as im:
         assert im.format == "PNG"
     # reports can come from files too
-    write_report(bias_report(deb, n_boot=0), deb / "report.json", plots=False)
-    assert compare_reports([bias_report(base, n_boot=0), deb])["labels"] == ["base", "debiased"]
+    write_report(bias_report(deb, "color", "oracle:color", n_boot=0), deb / "report.json", plots=False)
+    report = bias_report(base, "color", "oracle:color", n_boot=0)
+    assert compare_reports([report, deb])["labels"] == ["base", "debiased"]
 
 
 def test_compare_refuses_different_attributes(base, tmp_path):
     other = write_set(tmp_path / "ten", {P3: ["red", "red"]})
-    a = bias_report(base, n_boot=0)
-    b = bias_report(other, classifier="oracle:color:ten", n_boot=0)
+    a = bias_report(base, "color", "oracle:color", n_boot=0)
+    b = bias_report(other, attribute="color", classifier="oracle:color:ten", n_boot=0)
     with pytest.raises(InvgenConfigError, match="cannot compare"):
         compare_reports([a, b])
     with pytest.raises(InvgenConfigError, match="at least two"):
@@ -176,16 +178,16 @@ def test_parse_target():
 def test_bad_sets(tmp_path, base):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvgenDataError, match="is an empty folder"):
-        bias_report(tmp_path / "empty")
+        bias_report(tmp_path / "empty", "color", "oracle:color")
     (tmp_path / "nometa").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "nometa" / "a.png")
     with pytest.raises(InvgenDataError, match="no metadata.jsonl"):
-        bias_report(tmp_path / "nometa")
+        bias_report(tmp_path / "nometa", "color", "oracle:color")
     (base / "001.png").write_bytes(b"not a png")
     with pytest.raises(InvgenDataError, match=r"metadata.jsonl:2: image 001.png is unreadable"):
-        bias_report(base)
+        bias_report(base, "color", "oracle:color")
     with pytest.raises(InvgenConfigError, match="not 'shape'"):
-        bias_report(base, attribute="shape")
+        bias_report(base, classifier="oracle:color", attribute="shape")
 
 
 def test_markdown_marks_undefined_values():
@@ -216,12 +218,13 @@ def test_attribute_figures_from_indices():
 
 def test_images_report_in_memory():
     images = np.stack([np.full((8, 8, 3), RGB[c], dtype=np.uint8) for c in ["red", "red", "green", "red"]])
-    r = images_report(images, [P3] * 4, n_boot=0, reference=images, features=lambda x: x.reshape(len(x), -1))
+    r = images_report(images, [P3] * 4, "color", "oracle:color", n_boot=0, reference=images,
+                      features=lambda x: x.reshape(len(x), -1))
     assert r["samples"] == "images" and r["classifier"] == "oracle:color"
     assert r["bias_score"] == pytest.approx(0.5) and r["quality"]["fid"] == pytest.approx(0.0, abs=1e-6)
     assert r["quality"]["reference"] == "4 images in memory"
     with pytest.raises(InvgenDataError, match="4 images but 3 prompts"):
-        images_report(images, [P3] * 3)
+        images_report(images, [P3] * 3, "color", "oracle:color")
 
 
 class FakeClip:
@@ -242,7 +245,7 @@ class FakeClip:
 
 
 def test_clip_score_and_miss_rate_in_the_report(base):
-    r = bias_report(base, t2i=True, clip=FakeClip(), n_boot=0)
+    r = bias_report(base, "color", "oracle:color", t2i=True, clip=FakeClip(), n_boot=0)
     red, green = np.array(RGB["red"], float), np.array(RGB["green"], float)
     cos_red, cos_green = red[0] / np.linalg.norm(red), green[0] / np.linalg.norm(green)
     # 5 red and 3 green images: CLIP score = 100 · mean cos with the prompt's (1, 0, 0)

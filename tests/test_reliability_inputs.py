@@ -16,6 +16,8 @@ from invgen.cli import main as cli_main
 from invgen.errors import InvgenDataError
 from invgen.train.__main__ import main as train_main
 
+ORACLE = ("--attribute", "color", "--classifier", "oracle:color")  # general code has no default classifier
+
 
 def error_line(capsys) -> str:
     """The only `error:` line on stderr, which must also be its last line; no traceback anywhere."""
@@ -94,7 +96,7 @@ def test_data_digits_refuses_a_nan_share(tmp_path, capsys):
     (["--target", "nan,1"], "error: the target shares must be positive and sum to 1, got [nan, 1.0]"),
 ])
 def test_metrics_refuses_numbers_out_of_range(tmp_path, colored, capsys, args, message):
-    assert refused(capsys, tmp_path, cli_main, "metrics", str(colored), *args) == message
+    assert refused(capsys, tmp_path, cli_main, "metrics", str(colored), *ORACLE, *args) == message
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -144,7 +146,7 @@ def test_colorless_images_are_unreadable_not_red():
 
 def test_an_all_black_set_is_reported_unreadable_not_red(tmp_path, capsys):
     black = write_set(tmp_path / "black", {P3: ["black", "black"], P5: ["black", "black"]})
-    assert cli_main(["metrics", str(black), "--bootstrap", "50", "--no-plots"]) == 0
+    assert cli_main(["metrics", str(black), *ORACLE, "--bootstrap", "50", "--no-plots"]) == 0
     printed = capsys.readouterr().out
     report = json.loads((black / "report.json").read_text())
     assert report["n_images"] == 4 and report["n_unreadable"] == 4
@@ -156,7 +158,7 @@ def test_an_all_black_set_is_reported_unreadable_not_red(tmp_path, capsys):
 
 def test_unreadable_images_are_left_out_of_the_figures(tmp_path, capsys):
     mixed = write_set(tmp_path / "mixed", {P3: ["red", "black", "red", "black"], P5: ["red", "green"]})
-    assert cli_main(["metrics", str(mixed), "--bootstrap", "0", "--no-plots"]) == 0
+    assert cli_main(["metrics", str(mixed), *ORACLE, "--bootstrap", "0", "--no-plots"]) == 0
     printed = capsys.readouterr().out
     report = json.loads((mixed / "report.json").read_text())
     p3, p5 = report["per_prompt"][P3], report["per_prompt"][P5]
@@ -166,7 +168,7 @@ def test_unreadable_images_are_left_out_of_the_figures(tmp_path, capsys):
     assert f"| {P3} | 2 | 2 | 0 | 2 |" in printed  # the unreadable column
     # ... and side by side, the count stays visible.
     other = write_set(tmp_path / "other", {P3: ["red", "green"], P5: ["red", "green"]})
-    assert cli_main(["metrics", str(other), "--compare", str(mixed), "--bootstrap", "0", "--no-plots"]) == 0
+    assert cli_main(["metrics", str(other), *ORACLE, "--compare", str(mixed), "--bootstrap", "0", "--no-plots"]) == 0
     assert "| unreadable (left out) | 0 | 2 |" in capsys.readouterr().out
 
 
@@ -197,7 +199,7 @@ def test_digit_figures_count_unreadable_images():
 def test_compare_with_a_json_that_is_not_a_report(tmp_path, colored, capsys, content, why):
     other = tmp_path / "other.json"
     other.write_bytes(content if isinstance(content, bytes) else content.encode())
-    line = refused(capsys, tmp_path, cli_main, "metrics", str(colored), "--compare", str(other))
+    line = refused(capsys, tmp_path, cli_main, "metrics", str(colored), *ORACLE, "--compare", str(other))
     assert line.startswith(f"error: {other}: {why}")
 
 
@@ -205,13 +207,13 @@ def test_a_newline_in_a_file_name_stays_on_one_line(tmp_path, capsys):
     folder = write_set(tmp_path / "set", {P3: ["red", "green"]})
     meta = folder / "metadata.jsonl"
     meta.write_text(meta.read_text() + json.dumps({"file_name": "evil\nname.png", "prompt": P3}) + "\n")
-    line = refused(capsys, tmp_path, cli_main, "metrics", str(folder))
+    line = refused(capsys, tmp_path, cli_main, "metrics", str(folder), *ORACLE)
     assert line == f"error: {meta}:3: image 'evil\\nname.png' does not exist"
 
     odd = tmp_path / "new\nline"
     write_set(odd, {P3: ["red"]})
     (odd / "000.png").write_bytes(b"\x89PNG cut")
-    line = refused(capsys, tmp_path, cli_main, "metrics", str(odd))
+    line = refused(capsys, tmp_path, cli_main, "metrics", str(odd), *ORACLE)
     assert line.startswith(f"error: {str(odd / 'metadata.jsonl')!r}:1: image 000.png is unreadable or truncated")
 
 

@@ -82,24 +82,16 @@ def _check_steps(pipe: Any, steps: int | None) -> None:
 
 
 def _sample(pipe: Any, plan: AuditPlan, out: Path, guidance: Any, pipeline_name: str) -> None:
-    from invgen.sampling import sample_to_imagefolder
-    from invgen.side_by_side import sample_pair
+    from invgen.side_by_side import side_by_side
 
-    call = plan.call_kwargs()
     info = {"pipeline": pipeline_name, "guidance": plan.guidance, "scale": plan.scale if plan.guidance else None,
             "audit_suite": plan.suite.name}
-    options = dict(seed=plan.seed, batch_size=plan.batch_size, **call)
     # With an adapter the base model is sampled first, from the same seeds: each debiased image has its base
-    # image to be compared with.
-    folders = {"base": (BASE_IMAGES, {**info, "guidance": None, "scale": None}), "debiased": (IMAGES, info)}
-    if guidance is None:
-        folders["base"] = (IMAGES, info)
-
-    def sample(label: str) -> None:
-        folder, label_info = folders[label]
-        sample_to_imagefolder(pipe, list(plan.prompts), plan.per_prompt, out / folder, info=label_info, **options)
-
-    sample_pair(pipe, sample, guidance, plan.scale)
+    # image to be compared with. The audit classifies the folders itself (faces, several attributes).
+    folders = {"base": out / BASE_IMAGES, "debiased": out / IMAGES} if guidance is not None else {"base": out / IMAGES}
+    infos = {"base": {**info, "guidance": None, "scale": None} if guidance is not None else info, "debiased": info}
+    side_by_side(pipe, list(plan.prompts), plan.per_prompt, seed=plan.seed, guidance=guidance, scale=plan.scale,
+                 batch_size=plan.batch_size, folders=folders, info=infos, **plan.call_kwargs())
 
 
 def run_audit(pipeline: Any, request: AuditRequest | Any = None, *args: Any, plots: bool = True,

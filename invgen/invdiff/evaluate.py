@@ -10,12 +10,13 @@ Writes into `output_dir`: `samples/base` and `samples/invdiff` (imagefolders, sa
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from invgen.invdiff.config import InvDiffConfig
+
+NAMES = ("base", "invdiff")
 
 
 def evaluate_invdiff(cfg: InvDiffConfig) -> Path:
@@ -26,11 +27,8 @@ def evaluate_invdiff(cfg: InvDiffConfig) -> Path:
     from invgen.data.imagefolder import read_imagefolder, read_metadata
     from invgen.invdiff.guidance import InvariantGuidance
     from invgen.metrics.classifiers import load_classifier
-    from invgen.metrics.compare import compare_reports
     from invgen.metrics.render import json_safe, write_comparison, write_report
-    from invgen.metrics.report import bias_report
-    from invgen.sampling import sample_to_imagefolder
-    from invgen.side_by_side import sample_pair
+    from invgen.side_by_side import side_by_side
 
     e = cfg.evaluation
     out = Path(cfg.output_dir)
@@ -39,47 +37,36 @@ def evaluate_invdiff(cfg: InvDiffConfig) -> Path:
     # Fail on a bad classifier before minutes of sampling.
     classifier = load_classifier(e.classifier, attribute=e.attribute, prompts=e.attribute_prompts or None,
                                  model_name=e.clip_model)
-    classifier.spec = e.classifier
     pipe = cfg.load_base_model()
     pipe.to(state.device)
     prompts = e.prompts or sorted({r.prompt for r in read_metadata(cfg.data.split_dir)})
-    call: dict[str, Any] = {"num_inference_steps": e.num_inference_steps, "guidance_scale": e.guidance_scale}
     side = e.resolution or cfg.data.size
-    call.update(height=side, width=side)
-    seconds = {}
-
-    def sample(name: str) -> None:
-        info = {"pipeline": str(cfg.base_model), "guidance": str(out) if name == "invdiff" else None,
-                "scale": e.scale if name == "invdiff" else None, **call}
-        t0 = time.perf_counter()
-        # overwrite: these folders are this job's own (their manifest says so); another scale or prompt set
-        # replaces the earlier evaluation's images instead of stopping the job.
-        sample_to_imagefolder(pipe, prompts, e.per_prompt, out / "samples" / name, seed=e.seed,
-                              batch_size=e.batch_size, info=info, overwrite=True, **call)
-        seconds[name] = time.perf_counter() - t0
-
-    sample_pair(pipe, sample, guidance, e.scale, labels=("base", "invdiff"))
+    call: dict[str, Any] = {"num_inference_steps": e.num_inference_steps, "guidance_scale": e.guidance_scale,
+                            "height": side, "width": side}
+    info = {name: {"pipeline": str(cfg.base_model), "guidance": str(out) if name == "invdiff" else None,
+                   "scale": e.scale if name == "invdiff" else None, **call} for name in NAMES}
+    # overwrite: these folders are this job's own (their manifest says so); another scale or prompt set
+    # replaces the earlier evaluation's images instead of stopping the job.
+    result = side_by_side(pipe, prompts, e.per_prompt, seed=e.seed, guidance=guidance, scale=e.scale,
+                          classifier=classifier, classifier_label=e.classifier, attribute=e.attribute,
+                          batch_size=e.batch_size, labels=NAMES, overwrite=True, info=info,
+                          folders={name: out / "samples" / name for name in NAMES}, **call)
     if not state.is_main_process:
         return out
-    reports = {}
-    for name in ("base", "invdiff"):
-        reports[name] = bias_report(out / "samples" / name, e.attribute, classifier)
+    reports = result.reports
+    for name in NAMES:
         write_report(reports[name], out / "reports" / f"{name}.json")
-    write_comparison(compare_reports([reports["base"], reports["invdiff"]], ["base", "invdiff"]),
-                     out / "reports" / "comparison.json")
-    changed = float(abs(
-        read_imagefolder(out / "samples" / "base").images.astype(int)
-        - read_imagefolder(out / "samples" / "invdiff").images.astype(int)
-    ).mean())
+    write_comparison(result.comparison, out / "reports" / "comparison.json")
+    base, guided = (read_imagefolder(result.folders[name]).images.astype(int) for name in NAMES)
     summary = {
         "classifier": e.classifier,
         "attribute": e.attribute,
         "images_per_set": len(prompts) * e.per_prompt,
         "bias_score": {k: r["bias_score"] for k, r in reports.items()},
         "fairness_discrepancy": {k: r["fairness_discrepancy"] for k, r in reports.items()},
-        "mean_abs_pixel_change": changed,
-        "sampling_s": seconds,
-        "sampling_overhead": seconds["invdiff"] / max(seconds["base"], 1e-9),
+        "mean_abs_pixel_change": float(abs(base - guided).mean()),
+        "sampling_s": result.seconds,
+        "sampling_overhead": result.seconds["invdiff"] / max(result.seconds["base"], 1e-9),
     }
     write_json(out / "evaluation.json", json_safe(summary))  # a set the classifier cannot read has null figures
     print(f"evaluate: bias score {summary['bias_score']['base']:.3f} (base) -> "

@@ -1,6 +1,6 @@
 """Bias and quality metrics of generated image sets.
 
-`bias_report(samples_dir, attribute="color", classifier="oracle:color")` is the entry point; the metric
+`bias_report(samples_dir, attribute, classifier)` is the entry point; the metric
 functions are importable from here too. Names are loaded on first use, so that `invgen --help` (which
 imports `invgen.metrics.cli`) does not pay for torch and matplotlib.
 """

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from invgen.config import check_seed
-from invgen.errors import InvgenConfigError
+from invgen.errors import InvgenConfigError, shown
 
 MAX_BOOTSTRAP = 100_000
 """Resamples are held in memory at once (prompts x resamples x values): more would only exhaust it."""
@@ -24,16 +24,32 @@ def _split(text: str | None) -> list[str] | None:
     return items or None
 
 
+def _what_to_read(samples: Path, attribute: str | None, classifier: str | None) -> tuple[str, str]:
+    """The attribute and classifier given, else those the sampling pipeline's training set names."""
+    if classifier is not None and attribute is not None:
+        return attribute, classifier
+    from invgen.runs import samples_defaults
+
+    found = samples_defaults(samples)
+    if found is None or not found.classifier:
+        missing = " and ".join(f for f, v in (("--attribute", attribute), ("--classifier", classifier)) if v is None)
+        raise InvgenConfigError(f"give {missing}: {shown(samples)} was not sampled by a pipeline whose training set "
+                                "names a classifier")
+    return attribute or found.attribute, classifier or found.classifier
+
+
 def metrics_command(
     samples: Path = typer.Argument(..., help="image set: a folder with images and metadata.jsonl"),
-    attribute: str = typer.Option(
-        "color", "--attribute", "-a", help="the attribute whose balance is measured"
+    attribute: str | None = typer.Option(
+        None, "--attribute", "-a",
+        help="the attribute whose balance is measured (default: the one the sampling pipeline's classifier reads)",
     ),
-    classifier: str = typer.Option(
-        "oracle:color",
+    classifier: str | None = typer.Option(
+        None,
         "--classifier",
         "-c",
-        help="oracle:color[:PALETTE], clip:PATH, checkpoint:PATH or metadata (the value in metadata.jsonl)",
+        help="clip:PATH, checkpoint:PATH, metadata (the value in metadata.jsonl) or a plug-in's (the digits: "
+        "oracle:color[:PALETTE]); default: the sampling pipeline's own, when its training set names one",
     ),
     target: str | None = typer.Option(
         None,
@@ -52,7 +68,6 @@ def metrics_command(
     prompts_file: Path | None = typer.Option(
         None, "--prompts-file", help="YAML/JSON: attribute value → prompt(s), for clip:PATH"
     ),
-    palette: str = typer.Option("two", "--palette", help="palette of the color oracle (two or ten)"),
     reference: Path | None = typer.Option(
         None, "--reference", help="real image set for FID and precision/recall"
     ),
@@ -85,11 +100,12 @@ def metrics_command(
 
     _check_statistics(bootstrap, confidence, seed)
     options = ReportOptions(
-        names=_split(labels), prompts_file=prompts_file, palette=palette, clip_model=clip_model, device=device,
+        names=_split(labels), prompts_file=prompts_file, clip_model=clip_model, device=device,
         reference=reference, features=features, clip=clip, t2i=t2i, captioner=captioner,
         synonyms=read_synonyms(synonyms) if synonyms is not None else None,
         n_boot=bootstrap, confidence=confidence, seed=seed,
     )
+    attribute, classifier = _what_to_read(samples, attribute, classifier)
     measure = dict(attribute=attribute, classifier=classifier, target=target, options=options)
     report = bias_report(samples, **measure)
     # Every set to compare is read (and checked) before anything is written: a bad --compare leaves no file.

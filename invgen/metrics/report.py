@@ -171,7 +171,6 @@ class ReportOptions:
     # reading the attribute (when the classifier is given as a spec)
     names: Sequence[str] | None = None
     prompts_file: str | os.PathLike | None = None
-    palette: str = "two"
     clip_model: str | None = None
     device: str | None = None
     # quality: FID and precision/recall against `reference` in the space of `features`; CLIP score
@@ -214,7 +213,7 @@ def _load(classifier: Any, attribute: str, opts: ReportOptions) -> tuple[str, An
     if isinstance(classifier, str):
         clf = load_classifier(
             classifier, attribute=attribute, names=opts.names, prompts_file=opts.prompts_file,
-            palette=opts.palette, model_name=opts.clip_model, device=opts.device,
+            model_name=opts.clip_model, device=opts.device,
         )
         return classifier, clf
     return getattr(classifier, "spec", type(classifier).__name__), classifier
@@ -238,8 +237,8 @@ def _attribute_values(clf: Any, spec: str, images: np.ndarray | None, prompts: S
 def images_report(
     images: np.ndarray | None,
     prompts: Sequence[str],
-    attribute: str = "color",
-    classifier: str | Callable[[np.ndarray], np.ndarray] = "oracle:color",
+    attribute: str,
+    classifier: str | Callable[[np.ndarray], np.ndarray],
     target: Any = None,
     *,
     records: Sequence[Any] | None = None,
@@ -286,8 +285,8 @@ def images_report(
 
 def bias_report(
     samples_dir: str | os.PathLike,
-    attribute: str = "color",
-    classifier: str | Callable[[np.ndarray], np.ndarray] = "oracle:color",
+    attribute: str,
+    classifier: str | Callable[[np.ndarray], np.ndarray],
     target: Any = None,
     options: ReportOptions | None = None,
     **option_keywords: Any,

@@ -85,22 +85,23 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, per_prompt: int
 
 def sample_and_score(base_dir, guidance_dir, cnn, per_prompt: int, palette_name: str = "two",
                      scale: float = 1.0, seed: int = 0) -> tuple[dict, dict]:
-    from invgen.benchmarks.digits.data import digit_prompt
+    from invgen.benchmarks.digits.data import digit_prompts
     from invgen.benchmarks.digits.metrics import digit_figures
     from invgen.invdiff.guidance import InvariantGuidance
     from invgen.models.loading import load_pipeline
-    from invgen.sampling import generate, image_seed
-    from invgen.side_by_side import sample_pair
+    from invgen.side_by_side import side_by_side
+
+    digit_of = {p: d for d, p in enumerate(digit_prompts())}
+
+    def score(label: str, images: np.ndarray, prompts: list[str]) -> dict:
+        return digit_figures(images, prompts, [digit_of[p] for p in prompts], cnn, palette_name)
 
     pipe = load_pipeline(base_dir)
-    labels = [d for d in range(10) for _ in range(per_prompt)]
-    prompts = [digit_prompt(d) for d in labels]
-    seeds = [image_seed(seed, i) for i in range(len(prompts))]
-    guidance = InvariantGuidance.from_pretrained(guidance_dir)
-    images = sample_pair(pipe, lambda label: generate(pipe, prompts, seeds, desc=label), guidance, scale,
-                         labels=("base", "invdiff"))
-    figures = {name: digit_figures(ims, prompts, labels, cnn, palette_name) for name, ims in images.items()}
-    return figures, images
+    # Batches of 256, as the figures in docs/benchmarks.md were measured with.
+    result = side_by_side(pipe, digit_prompts(), per_prompt, seed=seed, batch_size=256,
+                          guidance=InvariantGuidance.from_pretrained(guidance_dir), scale=scale,
+                          labels=("base", "invdiff"), score=score)
+    return result.reports, result.images
 
 
 def markdown_table(figures: dict) -> str:

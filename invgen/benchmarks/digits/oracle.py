@@ -78,12 +78,12 @@ class DigitsOracleExtractor:
         return self.batch(np.asarray(image)[None])[0]
 
 
-def _oracle(arg: str, *, palette: str = "two", **_: Any) -> ColorOracle:
+def _oracle(arg: str, **_: Any) -> ColorOracle:
     what, pal = split_spec(arg)  # the argument is itself a spec: ATTRIBUTE[:PALETTE]
     if what != "color":
         raise InvgenConfigError(f"unknown oracle attribute '{what}' in 'oracle:{arg}' (known: color)")
     try:
-        return ColorOracle(pal or palette)
+        return ColorOracle(pal or "two")
     except InvgenError as e:
         raise InvgenConfigError(f"{e} in 'oracle:{arg}'") from None
 

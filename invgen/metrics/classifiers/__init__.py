@@ -13,7 +13,7 @@ apart and leave them out of every figure. `load_classifier(spec)` builds one fro
 - plug-ins add their own (the colored-digits benchmark: `oracle:color[:PALETTE]`, an exact pixel rule).
 
 A factory is called as `factory(arg, attribute=..., names=..., prompts=..., prompts_file=..., template=...,
-palette=..., model_name=..., device=...)` and ignores the options it has no use for.
+model_name=..., device=...)` and ignores the options it has no use for.
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ def load_classifier(
     prompts: Mapping[str, Sequence[str]] | None = None,
     prompts_file: str | os.PathLike | None = None,
     template: str = DEFAULT_TEMPLATE,
-    palette: str = "two",
     model_name: str | None = None,
     device: str | None = None,
 ) -> AttributeClassifier:
@@ -65,7 +64,7 @@ def load_classifier(
     """
     clf = CLASSIFIERS.resolve(
         spec, attribute=attribute, names=names, prompts=prompts, prompts_file=prompts_file,
-        template=template, palette=palette, model_name=model_name, device=device,
+        template=template, model_name=model_name, device=device,
     )
     # A classifier that knows what it reads (an oracle, a checkpoint's config) must read what was asked for.
     reads = getattr(clf, "attribute", "")
