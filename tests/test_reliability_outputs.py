@@ -187,7 +187,7 @@ def test_training_config_with_the_users_data_root_refuses_to_build_digits(tmp_pa
     err = error_line(capsys.readouterr().err)
     assert code == 2
     assert err == (f"error: data.root {root} holds data that invgen did not build ({root / 'train'}); set "
-                   "data.builder=null to train on it, or choose an empty data.root for the digits benchmark")
+                   "data.builder=null to train on it, or choose an empty data.root for the colored_digits set")
     assert tree_hash(root) == before
 
 
