@@ -10,6 +10,8 @@ Public API (everything else may change):
 
 from typing import TYPE_CHECKING
 
+from invgen.lazy import lazy_exports
+
 __version__ = "0.1.0"
 
 # Lazy imports keep `import invgen` (and the CLI's start-up) fast: torch and diffusers load on first use.
@@ -40,15 +42,7 @@ _EXPORTS = {
     "InvgenModelError": "invgen.errors",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'invgen' has no attribute '{name}'")
+__all__, __getattr__ = lazy_exports(__name__, _EXPORTS)
 
 
 if TYPE_CHECKING:  # pragma: no cover

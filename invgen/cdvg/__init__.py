@@ -1,13 +1,8 @@
 """CDvG: contrastive debiasing with generative bias-transformations (docs/cdvg.md)."""
 
-from invgen.cdvg.transforms import BiasTransform, CachedTransform, DiffusionTranslator
+from invgen.lazy import lazy_exports
 
-__all__ = ["BiasTransform", "CachedTransform", "DiffusionTranslator", "LearnedTranslator"]
-
-
-def __getattr__(name: str):
-    if name == "LearnedTranslator":
-        from invgen.cdvg.learned import LearnedTranslator
-
-        return LearnedTranslator
-    raise AttributeError(f"module 'invgen.cdvg' has no attribute '{name}'")
+__all__, __getattr__ = lazy_exports(__name__, {
+    "BiasTransform": "invgen.cdvg.transforms", "CachedTransform": "invgen.cdvg.transforms",
+    "DiffusionTranslator": "invgen.cdvg.transforms", "LearnedTranslator": "invgen.cdvg.learned",
+})

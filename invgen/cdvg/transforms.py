@@ -17,14 +17,13 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from invgen.errors import InvgenDataError, InvgenModelError
 from invgen.pixels import to_signed, to_uint8
-from invgen.views.cache import ViewCache, per_image_seeds
+from invgen.views.cache import CacheCounters, ViewCache, per_image_seeds
 from invgen.views.img2img import Img2Img
 
 
@@ -156,7 +155,7 @@ class DiffusionTranslator(BiasTransform):
         return to_signed(np.concatenate(out))
 
 
-class CachedTransform(BiasTransform):
+class CachedTransform(BiasTransform, CacheCounters):
     """Wraps a transform; each view is stored as a PNG under `cache_dir`, keyed by the transform's
     fingerprint, the image's 8-bit pixels, its class, the target class and the seed. Views are 8-bit like the images
     they come from, so a cached view equals a fresh one exactly."""
@@ -165,18 +164,6 @@ class CachedTransform(BiasTransform):
         self.inner = inner
         self.num_classes = inner.num_classes
         self.cache = ViewCache(cache_dir, lambda: self.fingerprint)
-
-    @property
-    def cache_dir(self) -> Path:
-        return self.cache.cache_dir
-
-    @property
-    def hits(self) -> int:
-        return self.cache.hits
-
-    @property
-    def misses(self) -> int:
-        return self.cache.misses
 
     @property
     def fingerprint(self) -> str:

@@ -7,8 +7,7 @@ imports `invgen.metrics.cli`) does not pay for torch and matplotlib.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from invgen.lazy import lazy_exports
 
 _EXPORTS = {
     "invgen.metrics.report": ("bias_report", "images_report", "attribute_figures", "parse_target", "ReportOptions"),
@@ -49,15 +48,7 @@ _EXPORTS = {
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}
 
-__all__ = sorted(_WHERE)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _WHERE:
-        value = getattr(importlib.import_module(_WHERE[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__, __getattr__ = lazy_exports(__name__, _WHERE)
 
 
 def __dir__() -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -140,15 +140,23 @@ def write_report(report: Mapping[str, Any], out: str | os.PathLike, plots: bool 
 
     Every file is written atomically; returns their paths by kind.
     """
+    return _write(report, out, report_markdown, ("histogram", "_attributes.png", "plot_attribute_histogram"), plots)
+
+
+def _write(obj: Mapping[str, Any], out: str | os.PathLike, markdown: Callable[[Mapping[str, Any]], str],
+           plot: tuple[str, str, str], plots: bool) -> dict[str, Path]:
+    """`obj` as JSON at `out`, its markdown beside it and, with `plots`, its plot `(kind, file suffix, name of
+    the function in metrics.plots that draws it)` (matplotlib is loaded only then)."""
     out = Path(out)
     paths = {"json": out, "markdown": out.with_suffix(".md")}
-    write_json(out, json_safe(report))
-    write_text(paths["markdown"], report_markdown(report))
+    write_json(out, json_safe(obj))
+    write_text(paths["markdown"], markdown(obj))
     if plots:
-        from invgen.metrics.plots import plot_attribute_histogram
+        from invgen.metrics import plots as drawing
 
-        paths["histogram"] = out.with_name(out.stem + "_attributes.png")
-        plot_attribute_histogram(report, paths["histogram"])
+        kind, suffix, draw = plot
+        paths[kind] = out.with_name(out.stem + suffix)
+        getattr(drawing, draw)(obj, paths[kind])
     return paths
 
 
@@ -204,16 +212,7 @@ def write_comparison(
     comparison: Mapping[str, Any], out: str | os.PathLike, plots: bool = True
 ) -> dict[str, Path]:
     """Write `out` (JSON), the markdown beside it and the grouped bar chart (_bars.png), atomically."""
-    out = Path(out)
-    paths = {"json": out, "markdown": out.with_suffix(".md")}
-    write_json(out, json_safe(comparison))
-    write_text(paths["markdown"], comparison_markdown(comparison))
-    if plots:
-        from invgen.metrics.plots import plot_comparison
-
-        paths["bars"] = out.with_name(out.stem + "_bars.png")
-        plot_comparison(comparison, paths["bars"])
-    return paths
+    return _write(comparison, out, comparison_markdown, ("bars", "_bars.png", "plot_comparison"), plots)
 
 
 

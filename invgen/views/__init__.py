@@ -3,6 +3,8 @@
 Heavy modules load on first use, like the top-level package.
 """
 
+from invgen.lazy import lazy_exports
+
 _EXPORTS = {
     "GenViewGenerator": "invgen.views.genview",
     "GenViews": "invgen.views.genview",
@@ -25,12 +27,4 @@ _EXPORTS = {
     "foreground_proportion": "invgen.views.foreground",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        import importlib
-
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'invgen.views' has no attribute '{name}'")
+__all__, __getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -109,3 +109,21 @@ class ViewCache:
             bar.update(len(chunk))
         bar.close()
         return to_signed(np.stack(out)) if out else torch.empty(0)
+
+
+class CacheCounters:
+    """`cache_dir`, `hits` and `misses` of a view maker's `self.cache` (a `ViewCache`), read-only."""
+
+    cache: ViewCache
+
+    @property
+    def cache_dir(self) -> Path | None:
+        return self.cache.cache_dir
+
+    @property
+    def hits(self) -> int:
+        return self.cache.hits
+
+    @property
+    def misses(self) -> int:
+        return self.cache.misses

@@ -24,7 +24,6 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,7 +31,7 @@ from PIL import Image
 
 from invgen.errors import InvgenDataError, InvgenModelError
 from invgen.pixels import to_signed, to_uint8
-from invgen.views.cache import ViewCache, per_image_seeds
+from invgen.views.cache import CacheCounters, ViewCache, per_image_seeds
 from invgen.views.foreground import ForegroundEstimator, build_foreground, check_images, foreground_proportion
 from invgen.views.img2img import Img2Img
 
@@ -76,7 +75,7 @@ class GenViews:
     seeds: list[int]
 
 
-class GenViewGenerator:
+class GenViewGenerator(CacheCounters):
     def __init__(
         self,
         pipe,
@@ -110,18 +109,6 @@ class GenViewGenerator:
             self._fingerprint = (f"genview|{self.kind}|{self.prompt}|{self.steps}|{self.guidance_scale}|"
                                  f"{self.img2img.weights}")
         return self._fingerprint
-
-    @property
-    def cache_dir(self) -> Path | None:
-        return self.cache.cache_dir
-
-    @property
-    def hits(self) -> int:
-        return self.cache.hits
-
-    @property
-    def misses(self) -> int:
-        return self.cache.misses
 
     # ------------------------------------------------------------------ public
     def __call__(self, images, generator: torch.Generator | None = None, **kw) -> torch.Tensor:

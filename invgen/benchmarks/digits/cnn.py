@@ -16,6 +16,8 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
+from invgen.metrics.classifiers.checkpoint import fit_classifier
+
 
 class DigitCNN(ModelMixin, ConfigMixin):
     @register_to_config
@@ -69,6 +71,13 @@ class DigitCNN(ModelMixin, ConfigMixin):
         return self._batched(self.embed, images, batch_size).numpy()
 
 
+def _jitter(batch: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Small shifts and brightness changes, so that generated digits (never perfectly centred) read well."""
+    shift = torch.randint(-1, 2, (2,), generator=g).tolist()
+    batch = torch.roll(batch, shifts=shift, dims=(2, 3))
+    return batch * (0.6 + 0.4 * torch.rand(len(batch), 1, 1, 1, generator=g))
+
+
 def train_digit_cnn(
     size: int = 16, steps: int = 600, seed: int = 0, test_fraction: float = 0.2
 ) -> tuple[DigitCNN, float]:
@@ -79,26 +88,10 @@ def train_digit_cnn(
     train_idx, test_idx = split_indices(labels, test_fraction, seed)
     x = torch.from_numpy(gray)[:, None]
     y = torch.from_numpy(labels)
-    g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = DigitCNN(size=size)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=steps)
-    tr = torch.from_numpy(train_idx)
-    model.train()
-    for _ in range(steps):
-        idx = tr[torch.randint(len(tr), (128,), generator=g)]
-        xb = x[idx]
-        # Small shifts and brightness changes so generated digits (never perfectly centred) read well.
-        shift = torch.randint(-1, 2, (2,), generator=g).tolist()
-        xb = torch.roll(xb, shifts=shift, dims=(2, 3))
-        xb = xb * (0.6 + 0.4 * torch.rand(len(xb), 1, 1, 1, generator=g))
-        loss = F.cross_entropy(model(xb), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-    model.eval()
+    fit_classifier(model, x, y, steps=steps, batch_size=128, lr=2e-3, seed=seed, weight_decay=1e-4, one_cycle=True,
+                   pool=torch.from_numpy(train_idx), augment=_jitter)
     with torch.no_grad():
         acc = (model(x[test_idx]).argmax(1) == y[test_idx]).float().mean().item()
     return model, acc

@@ -90,6 +90,39 @@ class AttributeCNN(ModelMixin, ConfigMixin):
         return torch.cat(out).numpy().astype(np.int64) if out else np.zeros(0, dtype=np.int64)
 
 
+def fit_classifier(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    seed: int = 0,
+    weight_decay: float = 0.0,
+    one_cycle: bool = False,
+    pool: torch.Tensor | None = None,
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+) -> nn.Module:
+    """Cross-entropy on random batches of `x` (drawn from the indices `pool`, default all) with AdamW (one-cycle
+    learning rate if asked); `augment(batch, generator)` may change each batch. Seeded: one generator draws
+    the batches and the augmentations, so a rerun gives the same model."""
+    pool = torch.arange(len(x)) if pool is None else pool
+    g = torch.Generator().manual_seed(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps) if one_cycle else None
+    model.train()
+    for _ in range(steps):
+        idx = pool[torch.randint(len(pool), (min(batch_size, len(pool)),), generator=g)]
+        xb = x[idx] if augment is None else augment(x[idx], g)
+        loss = F.cross_entropy(model(xb), y[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+    return model.eval()
+
+
 def train_attribute_cnn(
     images: np.ndarray,
     labels: Sequence[int] | np.ndarray,
@@ -108,16 +141,7 @@ def train_attribute_cnn(
     model = AttributeCNN(
         names=list(names), attribute=attribute, size=size or images.shape[1], in_channels=images.shape[-1]
     )
-    x = model.to_input(images)
-    g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(len(x), (min(batch_size, len(x)),), generator=g)
-        loss = F.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    fit_classifier(model, model.to_input(images), y, steps=steps, batch_size=batch_size, lr=lr, seed=seed)
     return model.eval()
 
 
