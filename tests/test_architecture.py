@@ -1,7 +1,9 @@
-"""The package's import graph: no cycles (lazy imports inside functions included), no private names across modules.
+"""The package's shape: no import cycles (lazy imports inside functions included), no private names across
+modules, the embedded benchmark reached only through registries, small files and functions.
 
 A cycle means two modules cannot be understood, tested or moved apart; a private name imported from another
-module is an API nobody promised. Both are checked statically, from the source.
+module is an API nobody promised; general code that imports a benchmark cannot serve another data set. All
+are checked statically, from the source.
 """
 
 import ast
@@ -91,3 +93,26 @@ def test_no_module_imports_a_private_name_of_another():
     private = [(name, module, imported) for name, path in mods.items()
                for module, imported in _imports(name, path, mods) if imported.startswith("_") and module != name]
     assert private == []
+
+
+# Entry points may name the embedded benchmark: `invgen data digits`, `invgen demo`, and the public API's
+# `make_colored_digits` (a lazy export).
+BENCHMARK_IMPORTERS = {"invgen", "invgen.cli"}
+
+
+def test_general_code_reaches_the_benchmarks_only_through_registries():
+    mods = _modules()
+    leaks = sorted({(name, module) for name, path in mods.items() if not name.startswith("invgen.benchmarks")
+                    and name not in BENCHMARK_IMPORTERS
+                    for module, _ in _imports(name, path, mods) if module.startswith("invgen.benchmarks")})
+    assert leaks == []
+
+
+def test_no_file_over_400_lines_and_no_function_over_80():
+    long_files = [(str(p.relative_to(PACKAGE)), n) for p in PACKAGE.rglob("*.py")
+                  if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400]
+    long_functions = [(str(p.relative_to(PACKAGE)), node.name, node.end_lineno - node.lineno + 1)
+                      for p in PACKAGE.rglob("*.py") for node in ast.walk(ast.parse(p.read_text(encoding="utf-8")))
+                      if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                      and node.end_lineno - node.lineno + 1 > 80]
+    assert long_files == [] and long_functions == []

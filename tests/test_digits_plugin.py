@@ -62,3 +62,18 @@ def test_digit_cnn_checkpoint_gets_digit_names(tmp_path):
     clf = load_classifier(f"checkpoint:{tmp_path / 'cnn'}")
     assert clf.names == [str(d) for d in range(10)]
     assert clf(np.zeros((2, 16, 16, 3), dtype=np.uint8)).shape == (2,)
+
+
+def test_the_plug_in_registers_what_general_code_resolves():
+    from invgen.audit.suites import SUITE_FILES
+    from invgen.data.builders import DATASETS
+    from invgen.metrics.classifiers import CLASSIFIERS
+    from invgen.metrics.classifiers.checkpoint import CHECKPOINT_CLASSES
+    from invgen.metrics.quality import FEATURES
+
+    assert "colored_digits" in DATASETS and "oracle" in CLASSIFIERS and "digit-cnn" in FEATURES
+    assert "digits" in SUITE_FILES and "DigitCNN" in CHECKPOINT_CLASSES
+    defaults = DATASETS.resolve("colored_digits").defaults({"palette": "ten"})
+    assert defaults.classifier == "oracle:color:ten" and defaults.attribute == "color"
+    assert defaults.class_prompts[7] == "a photo of the digit 7" and defaults.suite == "digits"
+    assert load_classifier(defaults.classifier).names[:2] == ["red", "green"]

@@ -25,3 +25,20 @@ def test_a_registry_resolves_a_spec_and_names_what_it_knows_when_it_cannot():
         things.resolve("path")
     with pytest.raises(ValueError):
         things.register("a:b", lambda arg: None)
+
+
+def test_a_third_party_plug_in_registers_through_its_entry_point(monkeypatch):
+    import importlib.metadata
+
+    import invgen.registry as registry
+
+    things = Registry("thing")
+
+    class EntryPoint:
+        def load(self):
+            things.register("theirs", lambda arg: f"theirs({arg})", arg="X")
+
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.setattr(importlib.metadata, "entry_points",
+                        lambda group: [EntryPoint()] if group == registry.ENTRY_POINT_GROUP else [])
+    assert things.resolve("theirs:1") == "theirs(1)" and things.names() == ["theirs"]
