@@ -6,7 +6,7 @@ each set's report and their comparison: the one evaluation path of invgen (the a
                           guidance=InvariantGuidance.from_pretrained("runs/invdiff"), scale=1.0,
                           classifier="clip:/models/vit-b-32", attribute="gender", num_inference_steps=25)
     result.images["base"], result.images["debiased"]      # uint8 (N, H, W, 3), image i from seed i
-    result.reports["debiased"]["bias_score"], result.comparison["ratio_to_baseline"]
+    result.reports["debiased"]["bias_score"], result.comparison["ratio_to_baseline"]["debiased"]["bias_score"]
 
 Image i of both sets starts from the same noise (`sampling.image_seed(seed, i)`), so any difference
 between the two sets is the adapter's doing. The sets are held in memory, or written as imagefolders
