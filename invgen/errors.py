@@ -42,3 +42,11 @@ def one_line(message: object) -> str:
     if text.isprintable():
         return text
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def first_line(error: BaseException, limit: int | None = None) -> str:
+    """The first line of an exception's message (its type's name when it has none), for a one-sentence error
+    that wraps a library's multi-line one; cut to `limit` characters when given."""
+    text = str(error).strip().splitlines()
+    line = text[0] if text else type(error).__name__
+    return line if limit is None or len(line) <= limit else line[: limit - 3] + "..."

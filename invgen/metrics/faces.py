@@ -110,7 +110,7 @@ class HaarDetector:
             loaded = self.cascade.load(self.path)
         except cv2.error as e:
             raise InvgenConfigError(
-                f"{label}: {shown(self.path)} is not a valid cascade XML ({getattr(e, 'err', None) or _first_line(e)})"
+                f"{label}: {shown(self.path)} is not a valid cascade XML ({getattr(e, 'err', None) or _last_line(e)})"
             ) from None
         if not loaded or self.cascade.empty():
             raise InvgenConfigError(f"{label}: {shown(self.path)} is not a valid cascade XML")
@@ -154,7 +154,8 @@ class HaarDetector:
         return _largest_first(boxes)
 
 
-def _first_line(e: BaseException) -> str:
+def _last_line(e: BaseException) -> str:
+    # OpenCV puts its own reason on the last line of a multi-line message.
     text = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
     return text[-1] if text else type(e).__name__
 
@@ -164,7 +165,7 @@ def _import_cv2(spec: str) -> Any:
         import cv2
     except Exception as e:  # ImportError, or a broken binary (missing libGL with the non-headless wheel)
         raise InvgenConfigError(
-            f"face detector '{shown(spec)}' needs OpenCV, which cannot be imported ({_first_line(e)}): "
+            f"face detector '{shown(spec)}' needs OpenCV, which cannot be imported ({_last_line(e)}): "
             "pip install 'opencv-python-headless<5'"
         ) from None
     if not hasattr(cv2, "CascadeClassifier"):

@@ -15,12 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from invgen.errors import InvgenModelError
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+from invgen.errors import InvgenModelError, first_line
 
 
 @dataclass
@@ -103,6 +98,6 @@ def load_open_clip(
         )
         tokenizer = open_clip.get_tokenizer(name)
     except Exception as e:  # noqa: BLE001 - open_clip raises many types for one meaning: not loadable
-        raise InvgenModelError(f"could not load CLIP weights from {path}: {_first_line(e)}") from None
+        raise InvgenModelError(f"could not load CLIP weights from {path}: {first_line(e)}") from None
     model.eval()
     return ClipBundle(model, preprocess, tokenizer, device)

@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from invgen.errors import InvgenModelError
+from invgen.errors import InvgenModelError, first_line
 
 
 def looks_local(name: str) -> bool:
@@ -39,14 +39,14 @@ def load_pipeline(name_or_path: str | os.PathLike, torch_dtype=None, **kwargs):
         try:
             return cls.from_pretrained(path, torch_dtype=torch_dtype, **kwargs)
         except (OSError, ValueError, KeyError) as e:
-            raise InvgenModelError(f"could not load the pipeline in {path}: {_first_line(e)}") from None
+            raise InvgenModelError(f"could not load the pipeline in {path}: {first_line(e, 200)}") from None
     if looks_local(name) or path.exists():
         raise InvgenModelError(f"no pipeline folder at {path} (expected a folder written by save_pretrained)")
     try:
         return DiffusionPipeline.from_pretrained(name, torch_dtype=torch_dtype, **kwargs)
     except Exception as e:  # noqa: BLE001 - the hub raises many unrelated types; all mean "not loadable"
         raise InvgenModelError(
-            f"could not load '{name}' from the Hugging Face Hub or its local cache ({_first_line(e)}); "
+            f"could not load '{name}' from the Hugging Face Hub or its local cache ({first_line(e, 200)}); "
             "download it while online or pass a local folder"
         ) from None
 
@@ -71,12 +71,6 @@ def load_frozen_pipeline(name_or_path: str | os.PathLike, field: str, hint: str 
         if isinstance(module, torch.nn.Module):
             module.requires_grad_(False)
     return pipe
-
-
-def _first_line(e: BaseException, limit: int = 200) -> str:
-    text = str(e).strip().splitlines()
-    line = text[0] if text else type(e).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _invgen_pipeline_class(class_name: str):

@@ -20,15 +20,10 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
-from invgen.errors import InvgenDataError, InvgenModelError
+from invgen.errors import InvgenDataError, InvgenModelError, first_line
 from invgen.metrics.classifiers import CLASSIFIERS
 from invgen.models.clip import default_device
 from invgen.registry import load_plugins
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 class AttributeCNN(ModelMixin, ConfigMixin):
@@ -211,7 +206,7 @@ def load_checkpoint_classifier(
     try:
         model = known.load().from_pretrained(path)
     except Exception as e:  # noqa: BLE001 - diffusers raises OSError/ValueError/KeyError alike
-        raise InvgenModelError(f"could not load the classifier in {path}: {_first_line(e)}") from None
+        raise InvgenModelError(f"could not load the classifier in {path}: {first_line(e)}") from None
     model = model.to(default_device(device)).eval()
     outputs = getattr(getattr(model, "head", None), "out_features", len(names))
     if outputs != len(names):

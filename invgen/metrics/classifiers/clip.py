@@ -11,14 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from invgen.errors import InvgenConfigError
+from invgen.errors import InvgenConfigError, first_line
 from invgen.metrics.classifiers import CLASSIFIERS, DEFAULT_TEMPLATE
 from invgen.models.clip import ClipBundle, load_open_clip
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
 
 
 def _parse(path: Path) -> Any:
@@ -31,7 +26,7 @@ def _parse(path: Path) -> Any:
         return yaml.safe_load(text)
     except Exception as e:  # noqa: BLE001 - JSON and YAML errors share nothing but a message
         raise InvgenConfigError(
-            f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'} ({_first_line(e)})"
+            f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'} ({first_line(e)})"
         ) from None
 
 
