@@ -21,11 +21,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from invgen.errors import InvgenConfigError
+
+if TYPE_CHECKING:
+    from invgen.metrics.results import Comparison
 
 BASE, DEBIASED = "base", "debiased"
 T = TypeVar("T")
@@ -37,8 +40,8 @@ class SideBySide:
     images: dict[str, np.ndarray] = field(default_factory=dict)  # in memory (empty for sets sampled to folders)
     folders: dict[str, Path] = field(default_factory=dict)  # where each set was written, with `folders=`
     seconds: dict[str, float] = field(default_factory=dict)  # sampling time of each set
-    reports: dict[str, dict[str, Any]] = field(default_factory=dict)
-    comparison: dict[str, Any] | None = None
+    reports: dict[str, Any] = field(default_factory=dict)  # `BiasReport`s, or what the caller's `score` returned
+    comparison: Comparison | None = None
 
 
 def clean_prompts(text: str | Sequence[str]) -> list[str]:

@@ -254,3 +254,23 @@ def test_clip_score_and_miss_rate_in_the_report(base):
     # green images 0.20 vs 0.94 (misses) → M_G = 3/8
     assert r["t2i"]["M_G"] == pytest.approx(3 / 8)
     assert "note" not in r["t2i"]
+
+
+def test_reports_are_typed_objects_that_read_and_write_as_the_json_they_always_were(base, tmp_path):
+    from invgen.metrics import BiasReport, Comparison, load_report
+
+    report = bias_report(base, "color", "oracle:color", n_boot=0)
+    assert isinstance(report, BiasReport) and report.bias_score == report["bias_score"] == pytest.approx(0.25)
+    assert "t2i" not in report and report.t2i is None and list(report)[:3] == ["samples", "attribute", "classifier"]
+    write_report(report, tmp_path / "r.json", plots=False)
+    on_disk = json.loads((tmp_path / "r.json").read_text())
+    assert list(on_disk) == list(report) and on_disk["per_prompt"] == report.per_prompt
+    # A key another version wrote survives a read and a write.
+    (tmp_path / "old.json").write_text(json.dumps({**on_disk, "made_by": "invgen 0.0"}))
+    old = load_report(tmp_path / "old.json")
+    assert old.extra == {"made_by": "invgen 0.0"} and old["made_by"] == "invgen 0.0"
+    assert old == {**on_disk, "made_by": "invgen 0.0"}
+    cmp = compare_reports([report, old], ["a", "b"])
+    assert isinstance(cmp, Comparison) and cmp.ratio("b") == 1.0 == cmp["ratio_to_baseline"]["b"]["bias_score"]
+    with pytest.raises(KeyError):
+        report["nothing"]

@@ -44,18 +44,18 @@ def metrics_json(result: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for label, report in result.reports.items():
         out[label] = {
-            "attribute": report["attribute"],
-            "classifier": report["classifier"],
-            "n_images": report["n_images"],
-            "n_unreadable": report.get("n_unreadable", 0),
-            **{key: report[key] for key in REPORT_METRICS},
-            "ci": report.get("ci", {}),
-            "counts": report["pooled"]["counts"],
+            "attribute": report.attribute,
+            "classifier": report.classifier,
+            "n_images": report.n_images,
+            "n_unreadable": report.n_unreadable,
+            **{key: getattr(report, key) for key in REPORT_METRICS},
+            "ci": report.ci,
+            "counts": report.pooled["counts"],
             "per_prompt": {p: {"counts": e["counts"], "bias_score": e["bias_score"]}
-                           for p, e in report["per_prompt"].items()},
+                           for p, e in report.per_prompt.items()},
         }
     if result.comparison is not None:
-        out["ratio_to_base"] = result.comparison["ratio_to_baseline"].get("debiased", {})
+        out["ratio_to_base"] = result.comparison.ratio_to_baseline.get("debiased", {})
     return json_safe(out)
 
 

@@ -12,6 +12,7 @@ from invgen.lazy import lazy_exports
 _EXPORTS = {
     "invgen.metrics.report": ("bias_report", "images_report", "attribute_figures", "parse_target", "ReportOptions"),
     "invgen.metrics.compare": ("compare_reports", "load_report"),
+    "invgen.metrics.results": ("BiasReport", "Comparison"),
     "invgen.metrics.render": ("write_report", "write_comparison", "report_markdown", "comparison_markdown"),
     "invgen.metrics.fairness": (
         "bias_score",

@@ -11,9 +11,10 @@ from typing import Any
 
 from invgen.errors import InvgenConfigError, InvgenDataError, shown
 from invgen.metrics.report import REPORT_METRICS
+from invgen.metrics.results import BiasReport, Comparison
 
 
-def load_report(path: str | os.PathLike) -> dict[str, Any]:
+def load_report(path: str | os.PathLike) -> BiasReport:
     import json
 
     path = Path(path)
@@ -28,7 +29,7 @@ def load_report(path: str | os.PathLike) -> dict[str, Any]:
     except json.JSONDecodeError as e:
         raise InvgenDataError(f"{shown(path)}: not valid JSON ({e.msg})") from None
     _check_report(report, shown(path))
-    return report
+    return BiasReport.from_dict(report)
 
 
 # What `compare_reports` reads from each report, with the JSON type it must have.
@@ -66,21 +67,22 @@ def _label(report: Mapping[str, Any], i: int, used: set[str]) -> str:
 
 def compare_reports(
     reports: Sequence[Mapping[str, Any] | str | os.PathLike], labels: Sequence[str] | None = None
-) -> dict[str, Any]:
+) -> Comparison:
     """Side-by-side figures of several reports; the first is the baseline the ratios are taken against.
 
-    Reports are dicts from `bias_report` or paths of report.json files (or their folders). They must
+    Reports are `BiasReport`s (or mappings with their keys) or paths of report.json files (or their folders). They must
     measure the same attribute with the same values, or the comparison would be meaningless.
     """
-    loaded = [dict(r) if isinstance(r, Mapping) else load_report(r) for r in reports]
+    loaded = [r if isinstance(r, BiasReport) else BiasReport.from_dict(r) if isinstance(r, Mapping) else load_report(r)
+              for r in reports]
     if len(loaded) < 2:
         raise InvgenConfigError("a comparison needs at least two reports")
     first = loaded[0]
     for r in loaded[1:]:
-        if r["attribute"] != first["attribute"] or list(r["values"]) != list(first["values"]):
+        if r.attribute != first.attribute or list(r.values) != list(first.values):
             raise InvgenConfigError(
-                f"cannot compare {r['samples']} ({r['attribute']}: {', '.join(r['values'])}) with "
-                f"{first['samples']} ({first['attribute']}: {', '.join(first['values'])})"
+                f"cannot compare {r.samples} ({r.attribute}: {', '.join(r.values)}) with "
+                f"{first.samples} ({first.attribute}: {', '.join(first.values)})"
             )
     used: set[str] = set()
     labels = list(labels) if labels else [_label(r, i, used) for i, r in enumerate(loaded)]
@@ -114,17 +116,9 @@ def compare_reports(
                 "counts": e["counts"],
                 "unreadable": e.get("unreadable", 0),
             }
-    return {
-        "attribute": first["attribute"],
-        "values": list(first["values"]),
-        "labels": labels,
-        "baseline": labels[0],
-        "confidence": first.get("confidence", 0.95),
-        "metrics": metrics,
-        "ratio_to_baseline": ratios,
-        "per_prompt": per_prompt,
-        "reports": loaded,
-    }
+    return Comparison(attribute=first.attribute, values=list(first.values), labels=labels, baseline=labels[0],
+                      confidence=first.confidence, metrics=metrics, ratio_to_baseline=ratios, per_prompt=per_prompt,
+                      reports=loaded)
 
 
 __all__ = ["compare_reports", "load_report"]

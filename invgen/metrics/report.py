@@ -19,6 +19,7 @@ import numpy as np
 
 from invgen.errors import InvgenConfigError, InvgenDataError, InvgenError, shown
 from invgen.metrics.fairness import UNREADABLE, counts_by_prompt, fairness_metrics, fairness_summary
+from invgen.metrics.results import BiasReport
 
 REPORT_METRICS = ("bias_score", "fairness_discrepancy", "kl_uniform", "kl_target", "entropy", "delta")
 
@@ -246,7 +247,7 @@ def images_report(
     classifier_label: str | None = None,
     options: ReportOptions | None = None,
     **option_keywords: Any,
-) -> dict[str, Any]:
+) -> BiasReport:
     """`bias_report` for images already in memory (uint8 (N, H, W, C)) with their prompts.
 
     `records` (ImageRecords) are needed only by the `metadata` classifier and for the agreement check;
@@ -280,7 +281,7 @@ def images_report(
         "metrics_s": t_metrics - t_classify,
         "extra_s": time.perf_counter() - t_metrics,
     }
-    return report
+    return BiasReport.from_dict(report)
 
 
 def bias_report(
@@ -290,8 +291,8 @@ def bias_report(
     target: Any = None,
     options: ReportOptions | None = None,
     **option_keywords: Any,
-) -> dict[str, Any]:
-    """Bias figures of the image set in `samples_dir` (imagefolder with metadata.jsonl).
+) -> BiasReport:
+    """Bias figures of the image set in `samples_dir` (imagefolder with metadata.jsonl), as a `BiasReport`.
 
     `classifier` is a spec resolved through `invgen.metrics.classifiers.CLASSIFIERS` (`clip:PATH`,
     `checkpoint:PATH`, `metadata`, `oracle:color` of the digits...) or an object with `names` and
@@ -319,7 +320,7 @@ def bias_report(
         images, [r.prompt for r in records], attribute, classifier_obj, target,
         records=records, name=str(root), classifier_label=spec, options=opts,
     )
-    report["timing"] = {"read_s": t_read - t0, **report["timing"], "total_s": time.perf_counter() - t0}
+    report.timing = {"read_s": t_read - t0, **report.timing, "total_s": time.perf_counter() - t0}
     return report
 
 
