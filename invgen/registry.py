@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-from invgen.errors import InvgenConfigError
+from invgen.errors import InvgenConfigError, first_line
 
 T = TypeVar("T")
 
@@ -47,7 +47,13 @@ def load_plugins() -> None:
     from importlib.metadata import entry_points
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):
-        ep.load()
+        try:
+            ep.load()
+        except Exception as e:  # noqa: BLE001 - another package's bug must not stop invgen's own names
+            import warnings
+
+            warnings.warn(f"the invgen plug-in '{getattr(ep, 'name', ep)}' could not be loaded and is left out: "
+                          f"{first_line(e)}", stacklevel=2)
 
 
 @dataclass(frozen=True)

@@ -42,3 +42,22 @@ def test_a_third_party_plug_in_registers_through_its_entry_point(monkeypatch):
     monkeypatch.setattr(importlib.metadata, "entry_points",
                         lambda group: [EntryPoint()] if group == registry.ENTRY_POINT_GROUP else [])
     assert things.resolve("theirs:1") == "theirs(1)" and things.names() == ["theirs"]
+
+
+def test_a_broken_plug_in_is_left_out_with_a_warning(monkeypatch):
+    import importlib.metadata
+
+    import invgen.registry as registry
+
+    class Broken:
+        name = "broken"
+
+        def load(self):
+            raise ImportError("no module named 'their_dependency'")
+
+    monkeypatch.setattr(registry, "_plugins_loaded", False)
+    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [Broken()])
+    things = Registry("thing")
+    things.register("ours", lambda arg: "ours")
+    with pytest.warns(UserWarning, match="plug-in 'broken' could not be loaded.*their_dependency"):
+        assert things.resolve("ours") == "ours"
