@@ -174,11 +174,10 @@ def _bias_reports(result: SideBySide, classifier: Any, classifier_label: str | N
 
         classifier_label = classifier_label or classifier
         classifier = load_classifier(classifier, attribute=attribute)
-        classifier.spec = classifier_label  # how a report of a folder names it
     for label in result.seconds:
         if label in result.folders:
             result.reports[label] = bias_report(result.folders[label], attribute, classifier, target,
-                                                n_boot=n_boot, seed=seed)
+                                                classifier_label=classifier_label, n_boot=n_boot, seed=seed)
         else:
             result.reports[label] = images_report(result.images[label], result.prompts, attribute, classifier,
                                                   target, name=label, classifier_label=classifier_label,

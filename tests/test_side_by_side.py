@@ -68,3 +68,13 @@ def test_a_score_of_the_callers_own_replaces_the_bias_report(pair):
 def test_a_classifier_without_its_attribute_is_refused_before_sampling(pair):
     with pytest.raises(InvgenConfigError, match="name the attribute the classifier reads"):
         side_by_side(pair[0], [P3], 1, classifier="oracle:color")
+
+
+def test_a_classifier_object_is_named_by_its_label_in_folder_reports(pair, tmp_path):
+    from invgen.metrics.classifiers import load_classifier
+
+    pipe, _ = pair
+    result = side_by_side(pipe, [P3], 1, classifier=load_classifier("oracle:color:two"), attribute="color",
+                          classifier_label="oracle:color:two", n_boot=0, folders={"base": tmp_path / "b"},
+                          num_inference_steps=2)
+    assert result.reports["base"].classifier == "oracle:color:two"

@@ -290,6 +290,8 @@ def bias_report(
     classifier: str | Callable[[np.ndarray], np.ndarray],
     target: Any = None,
     options: ReportOptions | None = None,
+    *,
+    classifier_label: str | None = None,
     **option_keywords: Any,
 ) -> BiasReport:
     """Bias figures of the image set in `samples_dir` (imagefolder with metadata.jsonl), as a `BiasReport`.
@@ -318,7 +320,7 @@ def bias_report(
     t_read = time.perf_counter()
     report = images_report(
         images, [r.prompt for r in records], attribute, classifier_obj, target,
-        records=records, name=str(root), classifier_label=spec, options=opts,
+        records=records, name=str(root), classifier_label=classifier_label or spec, options=opts,
     )
     report.timing = {"read_s": t_read - t0, **report.timing, "total_s": time.perf_counter() - t0}
     return report
