@@ -40,7 +40,9 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, per_prompt: int
     out = Path(out)
     stage = _Stages(6)
     data_root = out / "data"
-    common = [f"data.root={data_root}"]
+    # The builder is named here too: an installed package has no configs/ folder, and the general configs'
+    # defaults name no data set (the builder's own option defaults are the demo's: p_align 0.95, two colors).
+    common = [f"data.root={data_root}", "data.builder=colored_digits"]
     if quick:
         per_prompt = min(per_prompt, 4)
     base_over = common + [f"output_dir={out / 'base'}"] + (["train.steps=20"] if quick else [])
