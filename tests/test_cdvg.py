@@ -134,7 +134,8 @@ def test_transform_rejects_bad_batches(tiny_pipe):
 
 
 def test_contrastive_loss_is_lower_for_aligned_positives():
-    from invgen.cdvg.train import ContrastiveConfig, contrastive_loss_fn
+    from invgen.cdvg.objective import contrastive_loss_fn
+    from invgen.cdvg.train import ContrastiveConfig
 
     g = torch.Generator().manual_seed(0)
     z = torch.nn.functional.normalize(torch.randn(16, 32, generator=g), dim=1)
@@ -159,6 +160,7 @@ def test_accuracies_hand_computed():
     assert acc["aligned_acc"] == 0.75 and acc["conflicting_acc"] == 0.5
     assert acc["unbiased_acc"] == pytest.approx(4 / 6)
     assert acc["worst_group_acc"] == 0.0 and acc["num_groups"] == 4
+    assert acc["group_acc"] == {"0/0": 1.0, "0/1": 0.0, "1/0": 1.0, "1/1": 0.5}
 
 
 def test_cdvg_trains_evaluates_and_resumes(ten_dir, learned, tmp_path):
@@ -224,15 +226,17 @@ def test_cdvg_with_genview_views(ten_dir, tiny_pipe, tmp_path):
     save_pipeline(tiny_pipe, tmp_path / "pipe")
     over = [f"data.root={ten_dir}", "data.builder=null", f"output_dir={tmp_path / 'run'}", "translator.kind=genview",
             f"translator.model={tmp_path / 'pipe'}", "translator.num_inference_steps=2", "train.steps=10",
-            "train.batch_size=16", "train.log_every=5", "contrastive.loss=quality_driven"]
+            "train.batch_size=16", "train.log_every=5", "contrastive.loss=quality_driven", "translator.views=1",
+            "translator.draws=1"]
     cfg = load_config(CDvGConfig, None, over)
     train_cdvg(cfg)
     assert (tmp_path / "run" / "model" / "config.json").is_file()
-    # The views went to GenView's own cache, one per training image, and are served from it again.
-    from invgen.data.imagefolder import read_imagefolder
-
-    cached = list((tmp_path / "pipe" / "views_cache").rglob("*.png"))
-    assert len(cached) == len(read_imagefolder(ten_dir / "train", load_images=False))
+    # The views went to GenView's own cache, one per drawn image (10 steps x 16, one view, one draw), and a
+    # second run with the same settings is served from it without making any.
+    cached = sorted((tmp_path / "pipe" / "views_cache").rglob("*.png"))
+    assert 100 < len(cached) <= 160
+    train_cdvg(load_config(CDvGConfig, None, over + [f"output_dir={tmp_path / 'again'}"]))
+    assert sorted((tmp_path / "pipe" / "views_cache").rglob("*.png")) == cached
     transform = build_transform(cfg)
     x, y = _sample(ten_dir, n=8)
     first = transform.transform(x, y, seeds=list(range(8)))

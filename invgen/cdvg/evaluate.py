@@ -32,6 +32,9 @@ def accuracies(pred: np.ndarray, labels: np.ndarray, aligned: np.ndarray, bias: 
         "unbiased_acc": float(correct.mean()),
         "worst_group_acc": min(groups.values()),
         "num_groups": len(groups),
+        # Every (class, bias value) group's accuracy, keyed "class/bias": which groups fail, not only how badly.
+        "group_acc": dict(sorted(groups.items(), key=lambda kv: tuple(int(p) if p.isdigit() else p
+                                                                        for p in kv[0].split("/")))),
     }
 
 
@@ -85,7 +88,7 @@ def evaluate_run(
     with torch.no_grad():
         pred = model.predict(images).numpy()
     acc = accuracies(pred, labels.numpy(), aligned, bias)
-    keep = {f"{s}_acc" for s in test_sets} | {"worst_group_acc", "num_groups"}
+    keep = {f"{s}_acc" for s in test_sets} | {"worst_group_acc", "num_groups", "group_acc"}
     result = {"run": str(run), "test_dir": str(test_dir), **{k: v for k, v in acc.items() if k in keep}}
     if write:
         from invgen.metrics.render import json_safe

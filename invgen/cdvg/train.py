@@ -3,9 +3,11 @@
 loss = cross-entropy(classifier(encoder(x)), y) + α · contrastive(projection(encoder([x, views])))
 
 where each image's bias-transformed views are its positives (`contrastive.positives: instance`; or every
-image of the same class, `class`). The contrastive loss is pytorch-metric-learning's (NT-Xent or SupCon).
-Views are computed once before training, by the main process, through the on-disk cache, so every epoch
-and every process reads the same views. `translator.kind: none` is the plain cross-entropy baseline.
+image of the same class, `class`), set against each other and, with `contrastive.include_original`, against
+the image. Every epoch draws new views (a new target class and seed per view; `translator.draws` bounds how
+many distinct draws an image gets), each process makes the views of its own share of the batch through the
+on-disk cache, and standard augmentations go on every view (`contrastive.augment`).
+`translator.kind: none` is the plain cross-entropy baseline.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 
 from invgen.cdvg.makers import NO_VIEWS, build_transform
+from invgen.cdvg.objective import CDvGObjective, contrastive_loss_fn
+from invgen.cdvg.schedule import ViewSchedule
 from invgen.config import GUIDANCE_SCALE_LIMIT, check, check_seed
 from invgen.models.encoders import build_encoder
 from invgen.registry import split_spec
@@ -29,8 +32,7 @@ from invgen.views.makers import VIEW_MAKERS
 
 MODEL_DIR = "model"
 __all__ = ["CDvGClassifier", "CDvGConfig", "ContrastiveConfig", "EncoderConfig", "EvaluationConfig",
-           "TranslatorConfig", "build_transform",
-           "compute_views", "contrastive_loss_fn", "train_cdvg"]
+           "TranslatorConfig", "build_transform", "contrastive_loss_fn", "train_cdvg"]
 
 
 @dataclass
@@ -47,7 +49,11 @@ class TranslatorConfig:
     switch: float | None = 0.8
     num_inference_steps: int = 20
     guidance_scale: float = 2.0
-    views: int = 1
+    # Views per image and epoch. Every epoch draws new ones (a new target class and seed each) unless `draws`
+    # caps how many distinct draws an image gets (epoch e uses draw e mod draws): a budget for costly
+    # translators; `draws: 1` is one fixed set of views for the whole run.
+    views: int = 2
+    draws: int | None = None
     seed: int = 0
     cache_dir: str | None = None  # default: <model>/views_cache
     # diffusion only: one prompt per class; default: each class's prompt in the training set's metadata
@@ -61,6 +67,7 @@ class TranslatorConfig:
         check(split_spec(self.kind)[0] in VIEW_MAKERS, f"{prefix}.kind",
               f"must be one of {VIEW_MAKERS.usages()}, got '{self.kind}'")
         check(self.views >= 1, f"{prefix}.views", f"must be at least 1, got {self.views}")
+        check(self.draws is None or self.draws >= 1, f"{prefix}.draws", f"must be at least 1 or null, got {self.draws}")
         check(0 < self.strength <= 1, f"{prefix}.strength", f"must be in (0, 1], got {self.strength}")
         check(self.switch is None or 0 <= self.switch <= 1, f"{prefix}.switch",
               f"must be in [0, 1] or null, got {self.switch}")
@@ -81,14 +88,21 @@ class EncoderConfig:
 @dataclass
 class ContrastiveConfig:
     alpha: float = 1.0
-    loss: str = "supcon"  # supcon (multi-positive NT-Xent) | ntxent | quality_driven (GenView, invgen.views)
+    # supcon (multi-positive NT-Xent) | ntxent | quality_driven (GenView) | multilevel (CustomContrast's
+    # multiscale appearance term), the last two from invgen.views
+    loss: str = "supcon"
     temperature: float = 0.1
     positives: str = "instance"  # instance (an image and its views) | class
+    # The image itself is one more positive of its views; false: only the views are set against each other
+    # (the image is then only in the cross-entropy).
+    include_original: bool = True
+    # SimCLR's augmentations (invgen.views.train.augment) on every view, after the bias transformation.
+    augment: bool = True
     quality_temperature: float = 1.0  # quality_driven only: GenView's gamma
 
     def validate(self, prefix: str = "contrastive") -> None:
         check(self.alpha >= 0, f"{prefix}.alpha", f"must be 0 or more, got {self.alpha}")
-        losses = ("supcon", "ntxent", "quality_driven")
+        losses = ("supcon", "ntxent", "quality_driven", "multilevel")
         check(self.loss in losses, f"{prefix}.loss", f"must be one of {losses}, got '{self.loss}'")
         check(self.loss != "quality_driven" or self.positives == "instance", f"{prefix}.positives",
               "quality_driven pairs each image with its own view: use positives: instance")
@@ -124,6 +138,8 @@ class CDvGConfig:
         self.translator.validate()
         self.contrastive.validate()
         self.train.validate()
+        check(self.contrastive.include_original or self.translator.views >= 2 or not self.translator.makes_views,
+              "contrastive.include_original", "false needs translator.views >= 2: one view alone has no positive")
         check(self.num_classes >= 2, "num_classes", f"must be at least 2, got {self.num_classes}")
 
 
@@ -145,11 +161,15 @@ class CDvGClassifier(ModelMixin, ConfigMixin):
         self.classifier = nn.Linear(d, num_classes)
         self.projection = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, projection_dim))
 
-    def forward(self, x: torch.Tensor, project: bool = False):
-        """Class logits, and with `project=True` also the projection of the features."""
-        feats = self.encoder(x)
+    def forward(self, x: torch.Tensor, project: bool = False, multiscale: bool = False):
+        """Class logits; with `project=True` also the projection of the features, and with `multiscale=True`
+        the encoder's pooled features after each stage as a third output."""
+        scales = self.encoder.multiscale(x) if multiscale else None
+        feats = scales[-1] if multiscale else self.encoder(x)
         logits = self.classifier(feats)
-        return (logits, self.projection(feats)) if project else logits
+        if not project:
+            return logits
+        return (logits, self.projection(feats), scales) if multiscale else (logits, self.projection(feats))
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
@@ -157,55 +177,6 @@ class CDvGClassifier(ModelMixin, ConfigMixin):
         device = next(self.parameters()).device
         return torch.cat([self(images[i : i + batch_size].to(device)).argmax(1).cpu()
                           for i in range(0, len(images), batch_size)])
-
-
-def contrastive_loss_fn(cfg: ContrastiveConfig):
-    from pytorch_metric_learning import losses
-
-    if cfg.loss == "supcon":
-        return losses.SupConLoss(temperature=cfg.temperature)
-    if cfg.loss == "quality_driven":
-        from invgen.views.losses import QualityDrivenContrastiveLoss
-
-        return QualityDrivenContrastiveLoss(cfg.temperature, cfg.quality_temperature)
-    return losses.NTXentLoss(temperature=cfg.temperature)
-
-
-def view_seed(seed: int, source: int, view: int) -> int:
-    return (seed * 1_000_003 + source * 101 + view) % (2**62)
-
-
-def compute_views(cfg: CDvGConfig, images: torch.Tensor, labels: torch.Tensor, is_main: bool = True):
-    """(N, V, 3, H, W) views of every training image; the main process fills the cache, then all read it."""
-    from accelerate import PartialState
-
-    state = PartialState()
-    t = cfg.translator
-    # Every process takes part: training a missing translator is itself a (distributed) run.
-    transform = build_transform(cfg)
-    state.wait_for_everyone()
-    if not is_main:
-        state.wait_for_everyone()  # the main process fills the cache first; the others then read it
-    views = _fill_views(transform, t, images, labels, is_main)
-    if is_main:
-        state.wait_for_everyone()
-    return views
-
-
-def _fill_views(transform, t: TranslatorConfig, images: torch.Tensor, labels: torch.Tensor, is_main: bool):
-    from tqdm.auto import tqdm
-
-    views = torch.empty((len(images), t.views, *images.shape[1:]))
-    chunk = 512
-    with tqdm(total=len(images) * t.views, desc="views", disable=not is_main) as bar:
-        for v in range(t.views):
-            for i in range(0, len(images), chunk):
-                idx = range(i, min(i + chunk, len(images)))
-                seeds = [view_seed(t.seed, j, v) for j in idx]
-                views[i : i + len(idx), v] = transform.transform(images[i : i + len(idx)], labels[i : i + len(idx)],
-                                                                 seeds=seeds)
-                bar.update(len(idx))
-    return views
 
 
 def train_cdvg(cfg: CDvGConfig, resume: bool = False) -> Path:
@@ -221,34 +192,38 @@ def train_cdvg(cfg: CDvGConfig, resume: bool = False) -> Path:
     trainer = Trainer(cfg.train, out, model, desc=f"cdvg[{cfg.translator.kind}]")
     split = start_run(trainer, cfg, resume)
     images, labels, _ = load_labelled_images(split, cfg.num_classes)
-    views = None
-    if cfg.translator.makes_views:
-        views = compute_views(cfg, images, labels, trainer.is_main)
-    con = contrastive_loss_fn(cfg.contrastive)
-    quality = None
-    if cfg.contrastive.loss == "quality_driven":
-        from invgen.views.losses import PairQuality
-
-        quality = PairQuality()
+    schedule = _view_schedule(cfg, images, labels) if cfg.translator.makes_views else None
+    objective = CDvGObjective(cfg.contrastive)
 
     def compute_loss(model, step, micro, gen):
         idx = torch.randint(0, len(images), (cfg.train.batch_size,), generator=gen)
         x, y = trainer.shard(images[idx]), trainer.shard(labels[idx])
-        if views is None:
-            return F.cross_entropy(model(x), y)
-        v = trainer.shard(views[idx])  # (b, V, 3, H, W)
-        b, nv = v.shape[:2]
-        # One call through the (possibly DDP-wrapped) model, so gradients are synchronised across processes.
-        logits, z = model(torch.cat([x, v.flatten(0, 1)]), project=True)
-        ce = F.cross_entropy(logits[:b], y)
-        if quality is not None:  # GenView's loss: each image against its first view, pairs weighted by quality
-            fg, bg = quality(x, v[:, 0])
-            return ce + cfg.contrastive.alpha * con(z[:b], z[b::nv], fg, bg)
-        z = F.normalize(z, dim=1)
-        ids = torch.arange(b, device=x.device) if cfg.contrastive.positives == "instance" else y
-        # Rows are [x_0..x_b, view(0,0), view(0,1), ..., view(b-1, V-1)]: a view shares its image's id.
-        group = torch.cat([ids, ids.repeat_interleave(nv)])
-        return ce + cfg.contrastive.alpha * con(z, group)
+        views = None
+        if schedule is not None:
+            # Each process makes the views of its own share of the batch only.
+            views = schedule(trainer.shard(idx).cpu(), step)
+            if cfg.contrastive.augment:
+                seed = int(torch.randint(0, 2**62, (1,), generator=gen)) + trainer.accelerator.process_index
+                views = augment_views(views, torch.Generator().manual_seed(seed))
+            views = views.to(trainer.device)
+        return objective(model, x, y, views)
 
     trainer.fit(compute_loss)
     return trainer.save_model(out / MODEL_DIR)
+
+
+def _view_schedule(cfg: CDvGConfig, images: torch.Tensor, labels: torch.Tensor) -> ViewSchedule:
+    from accelerate import PartialState
+
+    # Every process takes part: training a missing translator is itself a (distributed) run.
+    transform = build_transform(cfg)
+    PartialState().wait_for_everyone()
+    t = cfg.translator
+    return ViewSchedule(transform, images, labels, t.views, t.draws, t.seed, cfg.train.batch_size)
+
+
+def augment_views(views: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """SimCLR's augmentations on every view of (b, V, 3, H, W) views, each with its own random draw."""
+    from invgen.views.train import augment
+
+    return augment(views.flatten(0, 1), gen).view_as(views)
