@@ -32,6 +32,12 @@ def squares(sides, size=16, color=(0.9, -0.8, -0.8)):
     return x
 
 
+def eight_bit(x):
+    from invgen.pixels import to_signed, to_uint8
+
+    return to_signed(to_uint8(x))
+
+
 # ----------------------------------------------------------------------------------------------- foreground
 def test_saliency_masks_the_bright_pixels_and_gives_the_proportion():
     x = squares([4, 8, 16])
@@ -82,9 +88,64 @@ def test_noise_level_is_monotone_in_the_foreground_proportion():
         got = noise_levels_for(p, levels)
         assert all(b >= a for a, b in zip(got, got[1:], strict=False))
     assert noise_levels_for([0.0, 0.5, 1.0], (0.2, 0.6)) == pytest.approx([0.2, 0.4, 0.6])
-    # GenView's bins: [0, .2) -> 0, [.2, .4) -> 100, ..., 1.0 stays in the last bin.
     assert noise_levels_for([0.1, 0.25, 0.59, 0.61, 0.99, 1.0], [0, 100, 200, 300, 400]) == [
         0, 100, 200, 300, 400, 400]
+
+
+def test_genview_bins_are_right_closed_at_their_edges():
+    # GenView's bins: [0, .2] -> 0, (.2, .4] -> 100, ..., (.8, 1] -> 400; a proportion on an edge stays below.
+    levels = [0, 100, 200, 300, 400]
+    assert noise_levels_for([0.0, 0.2, 0.4, 0.6, 0.8, 1.0], levels) == [0, 0, 100, 200, 300, 400]
+    assert noise_levels_for([0.2000001, 0.4000001, 0.8000001], levels) == [100, 200, 400]
+    # An edge reached through floating-point arithmetic is still on the edge.
+    assert noise_levels_for([0.1 + 0.2, 0.2 + 0.2 + 0.2], list(range(10))) == [2, 5]
+    assert noise_levels_for([0.2 + 0.2 + 0.2], levels) == [200]
+    # A user's own list keeps its own number of bins: 3 levels, edges at 1/3 and 2/3.
+    assert noise_levels_for([1 / 3, 0.34, 2 / 3, 0.67], [0.1, 0.5, 0.9]) == [0.1, 0.5, 0.5, 0.9]
+
+
+def test_default_strengths_are_genviews_levels_over_1000_and_level_0_is_the_image(tiny_pipe):
+    gen = GenViewGenerator(tiny_pipe, num_inference_steps=4)
+    assert gen.noise_levels == [0.0, 0.1, 0.2, 0.3, 0.4] and gen.guidance_scale == 1.0
+    x = squares([4, 10, 12])  # proportions .0625, .39, .5625 -> strengths 0, .1, .2
+    out = gen.generate(x, generator=torch.Generator().manual_seed(0))
+    assert out.noise_levels == [0.0, 0.1, 0.2]
+    assert torch.equal(out.views[0], eight_bit(x[0]))  # views are 8-bit, like the images they come from
+    assert not torch.equal(out.views[2], x[2])
+
+
+class FakeImg2ImgPipeline:
+    """Records the calls a diffusers img2img pipeline would get; like diffusers, refuses a zero-step schedule."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, prompt, image, strength, generator, num_inference_steps, guidance_scale, output_type):
+        if int(num_inference_steps * strength) < 1:
+            raise ValueError("After adjusting the num_inference_steps by strength parameter ... is < 1")
+        self.calls.append((strength, len(image)))
+        return type("Out", (), {"images": image * 0 + strength})()
+
+
+def test_a_zero_strength_does_not_call_the_pipeline():
+    pipe = FakeImg2ImgPipeline()
+    x = squares([4, 6, 12])  # proportions .0625, .14, .5625 -> 0, 0, .2
+    out = GenViewGenerator(pipe).generate(x, generator=torch.Generator().manual_seed(0))
+    assert out.noise_levels == [0.0, 0.0, 0.2]
+    assert pipe.calls == [(0.2, 1)]
+    assert torch.equal(out.views[:2], eight_bit(x[:2]))
+    assert (out.views[2] - (2 * 0.2 - 1)).abs().max() < 0.01  # the fake's view: the strength, as a gray
+
+
+def test_guidance_under_the_empty_prompt_changes_nothing(tiny_pipe):
+    x = squares([4, 8, 12, 16])
+    views = [GenViewGenerator(tiny_pipe, noise_levels=[0.5], num_inference_steps=4, guidance_scale=g)(
+        x, generator=torch.Generator().manual_seed(3)) for g in (1.0, 10.0)]
+    assert torch.equal(views[0], views[1])
+    assert (views[0] - x).abs().max() > 0.5  # the views did change: the equality is not that of no-ops
+    prompted = GenViewGenerator(tiny_pipe, noise_levels=[0.5], num_inference_steps=4, guidance_scale=10.0,
+                                prompt="a photo of the digit 3")(x, generator=torch.Generator().manual_seed(3))
+    assert not torch.equal(prompted, views[0])  # with a prompt guidance does act
 
 
 def test_generator_picks_more_noise_for_larger_foregrounds(tiny_pipe):
@@ -135,7 +196,8 @@ class FakeUnCLIPImg2ImgPipeline:
 
 def test_unclip_pipelines_get_the_embedding_noise_level_grouped_by_level():
     pipe = FakeUnCLIPImg2ImgPipeline()
-    gen = GenViewGenerator(pipe)  # GenView's default levels 0..400
+    gen = GenViewGenerator(pipe)  # GenView's default levels 0..400 and guidance 10
+    assert gen.guidance_scale == 10.0
     out = gen.generate(squares([4, 8, 12, 13], size=16), generator=torch.Generator().manual_seed(0))
     # proportions .0625, .25, .5625, .66 -> bins 0, 1, 2, 3
     assert out.noise_levels == [0, 100, 200, 300]
