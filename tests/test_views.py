@@ -369,5 +369,47 @@ def test_ssl_trainer_lowers_the_quality_driven_loss_and_probes(digits_dir, tmp_p
     with pytest.raises(InvgenDataError, match="views=genview needs generated views"):
         train_ssl(cfg, x, None)
     cfg.loss = "triplet"
-    with pytest.raises(InvgenConfigError, match="loss"):
+    with pytest.raises(InvgenConfigError, match="^loss: must be ntxent, quality_driven or multilevel, got 'triplet'"):
         train_ssl(cfg, x, generated)
+
+
+def test_genview_pair_puts_the_generated_view_on_a_random_side():
+    from invgen.views.train import genview_pair
+
+    images, generated = torch.zeros(400, 3, 4, 4), torch.ones(400, 3, 4, 4)
+    a, b = genview_pair(images, generated, torch.Generator().manual_seed(0))
+    first = a[:, 0, 0, 0] == 1
+    assert torch.equal(a + b, torch.ones_like(a))  # every pair holds the image and its generated view once
+    assert 160 < int(first.sum()) < 240  # about half the generated views on each side (binomial sd 10)
+    a2, _ = genview_pair(images, generated, torch.Generator().manual_seed(0))
+    assert torch.equal(a, a2)
+
+
+def test_multilevel_ssl_loss_is_ntxent_averaged_over_the_encoders_scales(digits_dir, tmp_path):
+    from invgen.data.imagefolder import read_imagefolder
+    from invgen.models.encoders import build_encoder
+    from invgen.views.train import SSLConfig, SSLModel, train_ssl
+
+    torch.manual_seed(0)
+    model = SSLModel(build_encoder("small_resnet"), 8, multiscale=True)
+    assert len(model.scale_heads) == 2  # stages of 16 and 32 channels; the 64-channel one uses the main head
+    x = squares([4, 6, 8, 10, 12, 14])
+    s1, s2 = model(x, scales=True), model(x.flip(1), scales=True)
+    assert [f.shape for f in s1] == [(6, 8)] * 3 and torch.equal(s1[-1], model(x))
+    ntxent = QualityDrivenContrastiveLoss(temperature=0.2)
+    expected = sum(ntxent(a, b) for a, b in zip(s1, s2, strict=True)) / 3
+    got = MultilevelContrastiveLoss(temperature=0.2, semantic_weight=0)(None, None, s1, s2)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert got.item() != pytest.approx(ntxent(s1[-1], s2[-1]).item(), rel=1e-3)  # not NT-Xent on the last scale
+
+    data = read_imagefolder(digits_dir / "train")
+    x = data.tensor()[:96]
+    logs = {}
+    for loss in ("ntxent", "multilevel"):
+        cfg = SSLConfig(output_dir=str(tmp_path / loss), loss=loss)
+        cfg.train.steps, cfg.train.batch_size, cfg.train.warmup_steps, cfg.train.log_every = 30, 32, 0, 5
+        train_ssl(cfg, x)
+        lines = (tmp_path / loss / "train_log.jsonl").read_text().splitlines()
+        logs[loss] = [json.loads(line)["loss"] for line in lines]
+    assert logs["multilevel"][-1] < logs["multilevel"][0]
+    assert logs["multilevel"][0] != pytest.approx(logs["ntxent"][0], rel=1e-3)
