@@ -282,6 +282,23 @@ def test_multilevel_loss_treats_same_subject_samples_as_positives():
     assert got == pytest.approx((one_way(a, b) + one_way(b, a)) / 2, rel=1e-5)
 
 
+def test_multilevel_terms_equal_pml_ntxent():
+    from pytorch_metric_learning.losses import NTXentLoss
+
+    g = torch.Generator().manual_seed(4)
+    subjects = torch.tensor([0, 0, 1, 2, 2, 2])  # repeated subjects: several positives per anchor
+    f1, f2 = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    pml = NTXentLoss(temperature=0.3)
+    loss = MultilevelContrastiveLoss(temperature=0.3, semantic_weight=0)
+    assert loss.appearance([f1], [f2], subjects).item() == pytest.approx(
+        pml(torch.cat([f1, f2]), subjects.repeat(2)).item(), rel=1e-5)
+    # The cross-modal term: anchors against the other modality only (PML's ref_emb; a copy of the labels, or
+    # PML takes the two sets for the same objects and drops each image's own text).
+    other = subjects.clone()
+    expected = (pml(f1, subjects, ref_emb=f2, ref_labels=other) + pml(f2, subjects, ref_emb=f1, ref_labels=other)) / 2
+    assert loss.semantic(f1, f2, subjects).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_losses_by_name_and_their_errors():
     assert isinstance(build_view_loss("quality_driven", temperature=0.3), QualityDrivenContrastiveLoss)
     assert isinstance(build_view_loss("multilevel", semantic_weight=0.0), MultilevelContrastiveLoss)
