@@ -32,6 +32,12 @@ def squares(sides, size=16, color=(0.9, -0.8, -0.8)):
     return x
 
 
+def eight_bit(x):
+    from invgen.pixels import to_signed, to_uint8
+
+    return to_signed(to_uint8(x))
+
+
 # ----------------------------------------------------------------------------------------------- foreground
 def test_saliency_masks_the_bright_pixels_and_gives_the_proportion():
     x = squares([4, 8, 16])
@@ -82,9 +88,64 @@ def test_noise_level_is_monotone_in_the_foreground_proportion():
         got = noise_levels_for(p, levels)
         assert all(b >= a for a, b in zip(got, got[1:], strict=False))
     assert noise_levels_for([0.0, 0.5, 1.0], (0.2, 0.6)) == pytest.approx([0.2, 0.4, 0.6])
-    # GenView's bins: [0, .2) -> 0, [.2, .4) -> 100, ..., 1.0 stays in the last bin.
     assert noise_levels_for([0.1, 0.25, 0.59, 0.61, 0.99, 1.0], [0, 100, 200, 300, 400]) == [
         0, 100, 200, 300, 400, 400]
+
+
+def test_genview_bins_are_right_closed_at_their_edges():
+    # GenView's bins: [0, .2] -> 0, (.2, .4] -> 100, ..., (.8, 1] -> 400; a proportion on an edge stays below.
+    levels = [0, 100, 200, 300, 400]
+    assert noise_levels_for([0.0, 0.2, 0.4, 0.6, 0.8, 1.0], levels) == [0, 0, 100, 200, 300, 400]
+    assert noise_levels_for([0.2000001, 0.4000001, 0.8000001], levels) == [100, 200, 400]
+    # An edge reached through floating-point arithmetic is still on the edge.
+    assert noise_levels_for([0.1 + 0.2, 0.2 + 0.2 + 0.2], list(range(10))) == [2, 5]
+    assert noise_levels_for([0.2 + 0.2 + 0.2], levels) == [200]
+    # A user's own list keeps its own number of bins: 3 levels, edges at 1/3 and 2/3.
+    assert noise_levels_for([1 / 3, 0.34, 2 / 3, 0.67], [0.1, 0.5, 0.9]) == [0.1, 0.5, 0.5, 0.9]
+
+
+def test_default_strengths_are_genviews_levels_over_1000_and_level_0_is_the_image(tiny_pipe):
+    gen = GenViewGenerator(tiny_pipe, num_inference_steps=4)
+    assert gen.noise_levels == [0.0, 0.1, 0.2, 0.3, 0.4] and gen.guidance_scale == 1.0
+    x = squares([4, 10, 12])  # proportions .0625, .39, .5625 -> strengths 0, .1, .2
+    out = gen.generate(x, generator=torch.Generator().manual_seed(0))
+    assert out.noise_levels == [0.0, 0.1, 0.2]
+    assert torch.equal(out.views[0], eight_bit(x[0]))  # views are 8-bit, like the images they come from
+    assert not torch.equal(out.views[2], x[2])
+
+
+class FakeImg2ImgPipeline:
+    """Records the calls a diffusers img2img pipeline would get; like diffusers, refuses a zero-step schedule."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, prompt, image, strength, generator, num_inference_steps, guidance_scale, output_type):
+        if int(num_inference_steps * strength) < 1:
+            raise ValueError("After adjusting the num_inference_steps by strength parameter ... is < 1")
+        self.calls.append((strength, len(image)))
+        return type("Out", (), {"images": image * 0 + strength})()
+
+
+def test_a_zero_strength_does_not_call_the_pipeline():
+    pipe = FakeImg2ImgPipeline()
+    x = squares([4, 6, 12])  # proportions .0625, .14, .5625 -> 0, 0, .2
+    out = GenViewGenerator(pipe).generate(x, generator=torch.Generator().manual_seed(0))
+    assert out.noise_levels == [0.0, 0.0, 0.2]
+    assert pipe.calls == [(0.2, 1)]
+    assert torch.equal(out.views[:2], eight_bit(x[:2]))
+    assert (out.views[2] - (2 * 0.2 - 1)).abs().max() < 0.01  # the fake's view: the strength, as a gray
+
+
+def test_guidance_under_the_empty_prompt_changes_nothing(tiny_pipe):
+    x = squares([4, 8, 12, 16])
+    views = [GenViewGenerator(tiny_pipe, noise_levels=[0.5], num_inference_steps=4, guidance_scale=g)(
+        x, generator=torch.Generator().manual_seed(3)) for g in (1.0, 10.0)]
+    assert torch.equal(views[0], views[1])
+    assert (views[0] - x).abs().max() > 0.5  # the views did change: the equality is not that of no-ops
+    prompted = GenViewGenerator(tiny_pipe, noise_levels=[0.5], num_inference_steps=4, guidance_scale=10.0,
+                                prompt="a photo of the digit 3")(x, generator=torch.Generator().manual_seed(3))
+    assert not torch.equal(prompted, views[0])  # with a prompt guidance does act
 
 
 def test_generator_picks_more_noise_for_larger_foregrounds(tiny_pipe):
@@ -135,7 +196,8 @@ class FakeUnCLIPImg2ImgPipeline:
 
 def test_unclip_pipelines_get_the_embedding_noise_level_grouped_by_level():
     pipe = FakeUnCLIPImg2ImgPipeline()
-    gen = GenViewGenerator(pipe)  # GenView's default levels 0..400
+    gen = GenViewGenerator(pipe)  # GenView's default levels 0..400 and guidance 10
+    assert gen.guidance_scale == 10.0
     out = gen.generate(squares([4, 8, 12, 13], size=16), generator=torch.Generator().manual_seed(0))
     # proportions .0625, .25, .5625, .66 -> bins 0, 1, 2, 3
     assert out.noise_levels == [0, 100, 200, 300]
@@ -218,6 +280,23 @@ def test_multilevel_loss_treats_same_subject_samples_as_positives():
         return sum(terms) / len(terms)
 
     assert got == pytest.approx((one_way(a, b) + one_way(b, a)) / 2, rel=1e-5)
+
+
+def test_multilevel_terms_equal_pml_ntxent():
+    from pytorch_metric_learning.losses import NTXentLoss
+
+    g = torch.Generator().manual_seed(4)
+    subjects = torch.tensor([0, 0, 1, 2, 2, 2])  # repeated subjects: several positives per anchor
+    f1, f2 = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
+    pml = NTXentLoss(temperature=0.3)
+    loss = MultilevelContrastiveLoss(temperature=0.3, semantic_weight=0)
+    assert loss.appearance([f1], [f2], subjects).item() == pytest.approx(
+        pml(torch.cat([f1, f2]), subjects.repeat(2)).item(), rel=1e-5)
+    # The cross-modal term: anchors against the other modality only (PML's ref_emb; a copy of the labels, or
+    # PML takes the two sets for the same objects and drops each image's own text).
+    other = subjects.clone()
+    expected = (pml(f1, subjects, ref_emb=f2, ref_labels=other) + pml(f2, subjects, ref_emb=f1, ref_labels=other)) / 2
+    assert loss.semantic(f1, f2, subjects).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_losses_by_name_and_their_errors():
@@ -307,5 +386,47 @@ def test_ssl_trainer_lowers_the_quality_driven_loss_and_probes(digits_dir, tmp_p
     with pytest.raises(InvgenDataError, match="views=genview needs generated views"):
         train_ssl(cfg, x, None)
     cfg.loss = "triplet"
-    with pytest.raises(InvgenConfigError, match="loss"):
+    with pytest.raises(InvgenConfigError, match="^loss: must be ntxent, quality_driven or multilevel, got 'triplet'"):
         train_ssl(cfg, x, generated)
+
+
+def test_genview_pair_puts_the_generated_view_on_a_random_side():
+    from invgen.views.train import genview_pair
+
+    images, generated = torch.zeros(400, 3, 4, 4), torch.ones(400, 3, 4, 4)
+    a, b = genview_pair(images, generated, torch.Generator().manual_seed(0))
+    first = a[:, 0, 0, 0] == 1
+    assert torch.equal(a + b, torch.ones_like(a))  # every pair holds the image and its generated view once
+    assert 160 < int(first.sum()) < 240  # about half the generated views on each side (binomial sd 10)
+    a2, _ = genview_pair(images, generated, torch.Generator().manual_seed(0))
+    assert torch.equal(a, a2)
+
+
+def test_multilevel_ssl_loss_is_ntxent_averaged_over_the_encoders_scales(digits_dir, tmp_path):
+    from invgen.data.imagefolder import read_imagefolder
+    from invgen.models.encoders import build_encoder
+    from invgen.views.train import SSLConfig, SSLModel, train_ssl
+
+    torch.manual_seed(0)
+    model = SSLModel(build_encoder("small_resnet"), 8, multiscale=True)
+    assert len(model.scale_heads) == 2  # stages of 16 and 32 channels; the 64-channel one uses the main head
+    x = squares([4, 6, 8, 10, 12, 14])
+    s1, s2 = model(x, scales=True), model(x.flip(1), scales=True)
+    assert [f.shape for f in s1] == [(6, 8)] * 3 and torch.equal(s1[-1], model(x))
+    ntxent = QualityDrivenContrastiveLoss(temperature=0.2)
+    expected = sum(ntxent(a, b) for a, b in zip(s1, s2, strict=True)) / 3
+    got = MultilevelContrastiveLoss(temperature=0.2, semantic_weight=0)(None, None, s1, s2)
+    assert got.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert got.item() != pytest.approx(ntxent(s1[-1], s2[-1]).item(), rel=1e-3)  # not NT-Xent on the last scale
+
+    data = read_imagefolder(digits_dir / "train")
+    x = data.tensor()[:96]
+    logs = {}
+    for loss in ("ntxent", "multilevel"):
+        cfg = SSLConfig(output_dir=str(tmp_path / loss), loss=loss)
+        cfg.train.steps, cfg.train.batch_size, cfg.train.warmup_steps, cfg.train.log_every = 30, 32, 0, 5
+        train_ssl(cfg, x)
+        lines = (tmp_path / loss / "train_log.jsonl").read_text().splitlines()
+        logs[loss] = [json.loads(line)["loss"] for line in lines]
+    assert logs["multilevel"][-1] < logs["multilevel"][0]
+    assert logs["multilevel"][0] != pytest.approx(logs["ntxent"][0], rel=1e-3)

@@ -68,7 +68,9 @@ def genview_command(
     ),
     prompt: str = typer.Option("", "--prompt", help="prompt for text-conditioned pipelines (default none)"),
     steps: int = typer.Option(20, "--steps", help="denoising steps"),
-    guidance_scale: float = typer.Option(1.0, "--guidance-scale"),
+    guidance_scale: float | None = typer.Option(
+        None, "--guidance-scale", help="default 10 for unCLIP (GenView's), 1 for text-conditioned pipelines"
+    ),
     batch_size: int = typer.Option(64, "--batch-size"),
     cache: Path | None = typer.Option(None, "--cache", help="view cache folder (reruns reuse the views)"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an --out folder genview did not write"),
@@ -84,7 +86,8 @@ def genview_command(
     for option, value in (("--steps", steps), ("--batch-size", batch_size)):
         if value <= 0:
             raise InvgenConfigError(f"{option} must be positive, got {value}")
-    check_number(guidance_scale, "--guidance-scale", 0.0, GUIDANCE_SCALE_LIMIT)
+    if guidance_scale is not None:
+        check_number(guidance_scale, "--guidance-scale", 0.0, GUIDANCE_SCALE_LIMIT)
     check_seed(seed, "--seed")
     levels = parse_noise_levels(noise_levels)
     check_out_folder(images, out, overwrite)

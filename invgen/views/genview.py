@@ -6,12 +6,13 @@
 
 A larger foreground tolerates more noise (more diversity without losing the subject), so the noise level
 rises with the foreground proportion. `noise_levels` is either a `(lo, hi)` tuple, mapped linearly, or a
-list of levels, one per equal-width proportion bin (GenView's rule: proportions in [0, .2), [.2, .4), ...
-get 0, 100, 200, 300, 400 on unCLIP's image-embedding noise scale).
+list of levels, one per equal-width, right-closed proportion bin (GenView's rule: proportions in [0, .2],
+(.2, .4], ..., (.8, 1] get 0, 100, 200, 300, 400 on unCLIP's image-embedding noise scale).
 
 What "noise level" means depends on the pipeline:
 - the embedded `PixelTextToImagePipeline`: SDEdit `strength` in [0, 1], one per image in one call;
 - diffusers img2img pipelines (e.g. `StableDiffusionImg2ImgPipeline`): `strength`, one call per level;
+  a strength of 0 leaves the image as it is, so those views are the image and the pipeline is not called;
 - unCLIP image variation pipelines (e.g. `StableUnCLIPImg2ImgPipeline`): `noise_level` (integer timestep
   of the noise added to the CLIP image embedding), one call per level.
 Every image draws its own seed from `generator`, so its view does not depend on the batch it came in; with
@@ -21,6 +22,7 @@ noise level and its seed.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,22 +39,30 @@ from invgen.views.img2img import Img2Img
 
 # GenView's levels on unCLIP's embedding-noise scale (0..1000).
 UNCLIP_LEVELS = [0, 100, 200, 300, 400]
-# Ours for SDEdit strength: the same five bins on the strength scale.
-STRENGTH_LEVELS = [0.1, 0.2, 0.3, 0.4, 0.5]
+# The same levels read on the 1000-step diffusion scale, as SDEdit strengths (level / 1000). Not the same
+# operation: unCLIP noises an image embedding and regenerates the whole image, SDEdit keeps the pixels up to
+# noise of that strength; 0 is the image itself.
+STRENGTH_LEVELS = [0.0, 0.1, 0.2, 0.3, 0.4]
+# GenView samples Stable unCLIP with guidance 10. A text-conditioned pipeline under the empty prompt gets
+# the same embedding on both guidance branches, so there guidance changes nothing but doubles the cost: 1.
+UNCLIP_GUIDANCE, TEXT_GUIDANCE = 10.0, 1.0
 
 
 def noise_levels_for(proportions: torch.Tensor | Sequence[float], levels) -> list[float]:
     """Per-image noise level, non-decreasing in the foreground proportion.
 
-    `levels` as a 2-tuple `(lo, hi)`: `lo + p * (hi - lo)`. As a list: `levels[k]` for p in the k-th of
-    `len(levels)` equal-width bins of [0, 1] (p = 1 falls in the last bin)."""
+    `levels` as a 2-tuple `(lo, hi)`: `lo + p * (hi - lo)`. As a list of K levels: `levels[k]` for p in the
+    k-th of K equal-width right-closed bins, [0, 1/K], (1/K, 2/K], ..., ((K-1)/K, 1] (GenView's bins)."""
     p = torch.as_tensor(proportions, dtype=torch.float64).clamp(0, 1)
     if isinstance(levels, tuple) and len(levels) == 2:
         lo, hi = float(levels[0]), float(levels[1])
         return [lo + float(v) * (hi - lo) for v in p]
     values = [float(v) for v in levels]
-    k = (p * len(values)).floor().long().clamp(max=len(values) - 1)
-    return [values[int(i)] for i in k]
+    k = len(values)
+    # Bin i holds p in (i/K, (i+1)/K]: ceil(p K) - 1, with p K rounded first so that binary floating point
+    # (0.1 + 0.2 is 0.30000000000000004) does not push a proportion on an edge into the bin above.
+    bins = [min(max(math.ceil(round(float(v) * k, 9)) - 1, 0), k - 1) for v in p]
+    return [values[i] for i in bins]
 
 
 def _check_levels(levels, kind: str):
@@ -76,6 +86,11 @@ class GenViews:
 
 
 class GenViewGenerator(CacheCounters):
+    """One positive view per image from a frozen image-conditioned pipeline, its noise level chosen from the
+    image's foreground proportion (see the module's docstring). Defaults are GenView's: levels 0..400 (unCLIP)
+    or strengths 0..0.4, 20 steps; guidance 10 for unCLIP, 1 for text-conditioned pipelines (`guidance_scale`
+    None)."""
+
     def __init__(
         self,
         pipe,
@@ -83,7 +98,7 @@ class GenViewGenerator(CacheCounters):
         foreground: str | ForegroundEstimator = "saliency",
         prompt: str = "",
         num_inference_steps: int = 20,
-        guidance_scale: float = 1.0,
+        guidance_scale: float | None = None,
         batch_size: int = 128,
         cache_dir: str | os.PathLike | None = None,
         progress: bool = False,
@@ -97,6 +112,8 @@ class GenViewGenerator(CacheCounters):
         self.noise_levels = tuple(noise_levels) if isinstance(noise_levels, tuple) else list(noise_levels)
         self.foreground = build_foreground(foreground)
         self.prompt = prompt
+        if guidance_scale is None:
+            guidance_scale = UNCLIP_GUIDANCE if kind == "unclip" else TEXT_GUIDANCE
         self.steps, self.guidance_scale = int(num_inference_steps), float(guidance_scale)
         self.batch_size = int(batch_size)
         self.cache = ViewCache(cache_dir, lambda: self.fingerprint)
@@ -138,9 +155,16 @@ class GenViewGenerator(CacheCounters):
             levels = [float(round(v)) for v in levels]
 
         def make(idx: list[int]) -> np.ndarray:
-            return self.img2img(images[idx], [self.prompt] * len(idx), [seeds[i] for i in idx],
-                                [levels[i] for i in idx], num_inference_steps=self.steps,
-                                guidance_scale=self.guidance_scale)
+            out = np.stack([pixels[i] for i in idx])
+            # Strength 0 is the image itself (and diffusers' img2img refuses a zero-step schedule); unCLIP's
+            # noise_level 0 still regenerates the image from its embedding.
+            run = [j for j, i in enumerate(idx) if self.kind == "unclip" or levels[i] > 0]
+            if run:
+                sel = [idx[j] for j in run]
+                out[run] = self.img2img(images[sel], [self.prompt] * len(sel), [seeds[i] for i in sel],
+                                        [levels[i] for i in sel], num_inference_steps=self.steps,
+                                        guidance_scale=self.guidance_scale)
+            return out
 
         views = self.cache.views(pixels, list(zip(levels, seeds, strict=True)), make, self.batch_size,
                                  progress="genview" if self.progress else None)

@@ -3,11 +3,15 @@
     model = train_ssl(SSLConfig(views="genview", loss="quality_driven"), images, generated=views)
     acc = linear_probe(model.encoder, train_x, train_y, test_x, test_y)
 
-Two views of each image are contrasted (SimCLR-style NT-Xent over the 2B views of a batch). With
-`views="augment"` both are standard augmentations of the image; with `views="genview"` the second starts
-from a pre-generated GenView view of it (then augmented too, as in GenView). `loss="quality_driven"`
-weights each pair by GenView's quality score, computed from frozen features of the two views and their
-foreground masks.
+Two views of each image are contrasted. With `views="augment"` both are standard augmentations of the image;
+with `views="genview"` one of the two, chosen at random per image, starts from a pre-generated GenView view
+of it, the other from the image, and both are then augmented (as GenView does). Losses:
+- `ntxent`: SimCLR's NT-Xent over the 2B views of a batch;
+- `quality_driven` (GenView): each pair weighted by its quality score, computed from frozen features of the
+  two views and their foreground masks;
+- `multilevel` (CustomContrast's appearance term): NT-Xent at every scale of `encoder.multiscale(x)`, each
+  scale through its own small projection head, averaged over scales. Its cross-modal semantic term needs
+  text features, which label-free self-supervised learning has none of: its weight is 0 here.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from invgen.config import check
-from invgen.errors import InvgenDataError
+from invgen.errors import InvgenDataError, InvgenModelError
 from invgen.train.loop import TrainConfig, Trainer
 from invgen.views.foreground import SaliencyForeground
-from invgen.views.losses import PairQuality, QualityDrivenContrastiveLoss
+from invgen.views.losses import MultilevelContrastiveLoss, PairQuality, QualityDrivenContrastiveLoss
+
+LOSS_NAMES = ("ntxent", "quality_driven", "multilevel")
 
 
 @dataclass
@@ -31,7 +37,7 @@ class SSLConfig:
     output_dir: str = "runs/views/ssl"
     encoder: str = "small_resnet"
     views: Literal["augment", "genview"] = "augment"
-    loss: Literal["ntxent", "quality_driven"] = "ntxent"
+    loss: Literal["ntxent", "quality_driven", "multilevel"] = "ntxent"
     temperature: float = 0.2
     quality_temperature: float = 1.0  # GenView: gamma = 1
     proj_dim: int = 64
@@ -42,8 +48,7 @@ class SSLConfig:
     def validate(self) -> None:
         self.train.validate()
         check(self.views in ("augment", "genview"), "views", f"must be augment or genview, got {self.views!r}")
-        check(self.loss in ("ntxent", "quality_driven"), "loss",
-              f"must be ntxent or quality_driven, got {self.loss!r}")
+        check(self.loss in LOSS_NAMES, "loss", f"must be ntxent, quality_driven or multilevel, got {self.loss!r}")
         check(self.temperature > 0, "temperature", "must be positive")
         check(self.quality_temperature > 0, "quality_temperature", "must be positive")
         check(self.proj_dim > 0, "proj_dim", "must be positive")
@@ -52,16 +57,40 @@ class SSLConfig:
 
 
 class SSLModel(nn.Module):
-    """Encoder + the usual 2-layer projection head (contrasted features live after the head)."""
+    """Encoder + the usual 2-layer projection head (contrasted features live after the head). With
+    `multiscale`, every scale of `encoder.multiscale(x)` but the last gets a small head of its own (the last
+    one shares the main head), for the multilevel loss."""
 
-    def __init__(self, encoder: nn.Module, proj_dim: int):
+    def __init__(self, encoder: nn.Module, proj_dim: int, multiscale: bool = False):
         super().__init__()
         self.encoder = encoder
         d = encoder.feature_dim
-        self.head = nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, proj_dim))
+        self.head = _head(d, proj_dim)
+        dims = list(getattr(encoder, "stage_dims", [d])) if multiscale else []
+        self.scale_heads = nn.ModuleList([_head(k, proj_dim) for k in dims[:-1]])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.encoder(x))
+    def forward(self, x: torch.Tensor, scales: bool = False) -> torch.Tensor | list[torch.Tensor]:
+        """The projected features (B, proj_dim); with `scales`, one (B, proj_dim) per scale of the encoder."""
+        if not scales:
+            return self.head(self.encoder(x))
+        feats = self.encoder.multiscale(x)
+        heads = [*self.scale_heads, self.head]
+        if len(feats) != len(heads):
+            raise InvgenModelError(f"the encoder gave {len(feats)} feature scales but lists {len(heads)} stage_dims")
+        return [h(f) for h, f in zip(heads, feats, strict=True)]
+
+
+def _head(d: int, proj_dim: int) -> nn.Module:
+    return nn.Sequential(nn.Linear(d, d), nn.ReLU(), nn.Linear(d, proj_dim))
+
+
+def genview_pair(images: torch.Tensor, generated: torch.Tensor,
+                 gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """GenView's positive pair before augmentation: per image, one of the two views, chosen at random, is the
+    generated one and the other the image. The losses here are symmetric in the two views, so the side only
+    matters in distribution for asymmetric ones (a momentum encoder on one branch, as in MoCo v3 or BYOL)."""
+    first_generated = (torch.rand(len(images), generator=gen) < 0.5)[:, None, None, None]
+    return torch.where(first_generated, generated, images), torch.where(first_generated, images, generated)
 
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -110,10 +139,11 @@ def train_ssl(cfg: SSLConfig, images: torch.Tensor, generated: torch.Tensor | No
             raise InvgenDataError(f"views=genview needs generated views of shape (N={len(images)}, K, 3, H, W), "
                                   f"got {shape}")
     torch.manual_seed(cfg.train.seed)  # the encoder's initialisation
-    model = SSLModel(build_encoder(cfg.encoder), cfg.proj_dim)
+    model = SSLModel(build_encoder(cfg.encoder), cfg.proj_dim, multiscale=cfg.loss == "multilevel")
     trainer = Trainer(cfg.train, cfg.output_dir, model, desc=f"ssl[{cfg.views},{cfg.loss}]")
     trainer.start(resume)
     loss_fn = QualityDrivenContrastiveLoss(cfg.temperature, cfg.quality_temperature)
+    multilevel = MultilevelContrastiveLoss(cfg.temperature, semantic_weight=0.0)
     quality = PairQuality(SaliencyForeground(cfg.saliency_threshold))
     n, bs = len(images), cfg.train.batch_size
 
@@ -122,10 +152,13 @@ def train_ssl(cfg: SSLConfig, images: torch.Tensor, generated: torch.Tensor | No
         x = images[idx]
         if cfg.views == "genview":
             k = torch.randint(generated.shape[1], (bs,), generator=gen)
-            second = generated[idx, k]
+            first, second = genview_pair(x, generated[idx, k], gen)
         else:
-            second = x
-        v1, v2 = augment(x, gen), augment(second, gen)
+            first, second = x, x
+        v1, v2 = augment(first, gen), augment(second, gen)
+        if cfg.loss == "multilevel":
+            v1, v2 = trainer.shard(v1), trainer.shard(v2)
+            return multilevel(None, None, model(v1, scales=True), model(v2, scales=True))
         fg = bg = None
         if cfg.loss == "quality_driven":
             fg, bg = quality(v1, v2)
