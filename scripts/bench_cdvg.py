@@ -58,6 +58,41 @@ def translator_dir(work: Path, p_align: float, method: str) -> Path:
     return work / f"p{p_align}" / f"translator-{kind}"
 
 
+def translator_quality(work: Path, p_align: float, method: str, n: int = 200) -> dict:
+    """How the translator of `method` at `p_align` does on n training digits aimed at another class: the share
+    of views the digit CNN still reads as the source digit ("digit kept") and the share that wear the target
+    class's majority color ("color changed"). Views come from the run's own cache; the figures are kept in
+    the translator's folder."""
+    from invgen.benchmarks.digits.cnn import load_or_train_digit_cnn
+    from invgen.benchmarks.digits.data import majority_color
+    from invgen.benchmarks.digits.oracle import ColorOracle
+    from invgen.cdvg.data import load_labelled_images
+    from invgen.cdvg.makers import build_transform
+    from invgen.cdvg.transforms import draw_targets
+    from invgen.pixels import to_uint8
+
+    folder = translator_dir(work, p_align, method)
+    saved = folder / "quality.json"
+    if saved.is_file():
+        return json.loads(saved.read_text())
+    cfg = load_config(CDvGConfig, "configs/digits/cdvg.yaml", [
+        f"data.root={work / f'p{p_align}' / 'data'}", f"data.options.p_align={p_align}",
+        f"translator.model={folder}", "translator.train_if_missing=false", *METHODS[method]])
+    images, labels, _ = load_labelled_images(Path(cfg.data.root) / "train", 10)
+    idx = torch.linspace(0, len(images) - 1, n).long()
+    x, a = images[idx], labels[idx].tolist()
+    seeds = [10_000 + i for i in range(n)]
+    views = build_transform(cfg).transform(x, a, seeds=seeds)
+    b = draw_targets(a, seeds, 10)
+    u8 = to_uint8(views)
+    digit = load_or_train_digit_cnn(work / "digit_cnn").predict(u8)
+    color = ColorOracle("ten")(u8)
+    quality = {"images": n, "digit_kept": float((digit == torch.tensor(a).numpy()).mean()),
+               "color_changed": float((color == torch.tensor([majority_color(t, 10) for t in b]).numpy()).mean())}
+    write_json(saved, quality)
+    return quality
+
+
 def run_one(work: Path, p_align: float, method: str, seed: int) -> dict:
     out = work / f"p{p_align}" / f"{method}-seed{seed}"
     overrides = [
@@ -94,13 +129,18 @@ def summarise(results: list[dict]) -> dict:
     return out
 
 
-def markdown(summary: dict) -> str:
-    """The table of docs/benchmarks.md: accuracies in %, mean ± std over seeds."""
+def markdown(summary: dict, translators: dict | None = None) -> str:
+    """The tables of docs/benchmarks.md: accuracies in %, mean ± std over seeds; the translators' views."""
     lines = ["| p_align | method | unbiased | worst group | aligned | conflicting |", "|---|---|---|---|---|---|"]
     for p, by_method in summary.items():
         for method, stats in by_method.items():
             cells = [f"{100 * stats[k]['mean']:.1f} ± {100 * stats[k]['std']:.1f}" for k in FIELDS]
             lines.append(f"| {p} | {method} | " + " | ".join(cells) + " |")
+    if translators:
+        lines += ["", "| p_align | translator | digit kept | color changed |", "|---|---|---|---|"]
+        for p, by_kind in translators.items():
+            for kind, q in by_kind.items():
+                lines.append(f"| {p} | {kind} | {100 * q['digit_kept']:.1f} | {100 * q['color_changed']:.1f} |")
     return "\n".join(lines)
 
 
@@ -128,25 +168,31 @@ def main() -> None:
     ap.add_argument("--table", action="store_true", help="print the markdown table of --out and exit")
     args = ap.parse_args()
     if args.table:
-        print(markdown(json.loads(Path(args.out).read_text())["summary"]))
+        report = json.loads(Path(args.out).read_text())
+        print(markdown(report["summary"], report.get("translators")))
         return
     torch.set_num_threads(args.threads)
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     work = Path(args.work)
     t0 = time.time()
     results: list[dict] = []
+    translators: dict = {}
     for p, methods in plan(args).items():
         for seed in seeds:
             for method in methods:
                 results.append(run_one(work, p, method, seed))
+                if method != "ce":
+                    kind = translator_dir(work, p, method).name.removeprefix("translator-")
+                    translators.setdefault(str(p), {})[kind] = translator_quality(work, p, method)
                 print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in results[-1].items()
                        if k != "worst_groups"}, flush=True)
                 # Written after every run so that an interrupted benchmark still leaves its figures.
                 write_json(args.out, {"quick": args.quick, "results": results, "summary": summarise(results),
+                                      "translators": translators,
                                       "seconds": round(time.time() - t0, 1),
                                       "machine": f"{platform.machine()}, {args.threads} threads, torch "
                                                  f"{torch.__version__}"})
-    print(markdown(summarise(results)))
+    print(markdown(summarise(results), translators))
     print(f"wrote {args.out} in {time.time() - t0:.0f} s")
 
 

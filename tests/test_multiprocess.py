@@ -158,9 +158,10 @@ def test_cdvg_and_its_translator_under_two_processes(tmp_path, digits_dir):
     np.testing.assert_allclose(log_losses(two / "translator"), log_losses(one / "translator"), rtol=1e-4)
     assert_close_weights(load_file(one / "translator/model/diffusion_pytorch_model.safetensors"),
                          load_file(two / "translator/model/diffusion_pytorch_model.safetensors"))
-    # One view per training image: the main process made them, the other only read them. (The file names
-    # differ from one process's: they key the translator's exact weights, which differ by float rounding.)
-    assert len(files(two / "views")) == len(files(one / "views")) == len(read_imagefolder(digits_dir / "train"))
+    # The views of the drawn images (4 steps x 8 images x 2 views): each process made its own share of every
+    # batch, together the same views as one process. (The file names differ from one process's: they key the
+    # translator's exact weights, which differ by float rounding.)
+    assert 0 < len(files(two / "views")) == len(files(one / "views")) <= 4 * 8 * 2
     # Cross-entropy alone differs only by per-process BatchNorm statistics: within 1% (seen: 0.2%). With views
     # each process contrasts half the batch (fewer negatives, a lower loss: seen 16% lower), so only finite.
     np.testing.assert_allclose(log_losses(two / "ce"), log_losses(one / "ce"), rtol=1e-2)

@@ -87,7 +87,7 @@ class EncoderConfig:
 
 @dataclass
 class ContrastiveConfig:
-    alpha: float = 1.0
+    alpha: float = 2.0
     # supcon (multi-positive NT-Xent) | ntxent | quality_driven (GenView) | multilevel (CustomContrast's
     # multiscale appearance term), the last two from invgen.views
     loss: str = "supcon"
@@ -129,7 +129,7 @@ class CDvGConfig:
     contrastive: ContrastiveConfig = field(default_factory=ContrastiveConfig)
     evaluation: EvaluationConfig = field(default_factory=EvaluationConfig)
     train: TrainConfig = field(
-        default_factory=lambda: TrainConfig(steps=400, batch_size=128, learning_rate=2e-3, warmup_steps=20,
+        default_factory=lambda: TrainConfig(steps=800, batch_size=128, learning_rate=2e-3, warmup_steps=20,
                                             weight_decay=1e-4, checkpoint_every=200)
     )
 
