@@ -48,7 +48,7 @@ METHODS = {
     "cdvg-learned-fixed": [*LEARNED, "translator.views=1", "translator.draws=1", "contrastive.augment=false"],
     "cdvg-learned-multilevel": [*LEARNED, "contrastive.loss=multilevel"],
 }
-FULL = {1.0: ["ce", "cdvg-learned", "cdvg-learned-fixed"],
+FULL = {1.0: ["ce", "cdvg-learned", "cdvg-learned-fixed", "cdvg-learned-multilevel"],
         0.99: list(METHODS),
         0.95: ["ce", "cdvg-learned", "cdvg-learned-fixed"]}
 QUICK = {1.0: ["ce", "cdvg-learned"], 0.99: ["ce", "cdvg-learned", "cdvg-diffusion"]}
