@@ -5,9 +5,9 @@
 Writes {"results": [{"p_align", "method", "seed", "unbiased_acc", "worst_group_acc", "aligned_acc",
 "conflicting_acc", "worst_groups"}, ...], "summary": {...}} with accuracies in [0, 1]. Methods (METHODS):
 `ce`; `cdvg-learned` and `cdvg-diffusion`, CDvG as its paper runs it (two views per image and epoch, drawn
-afresh every epoch, augmented, set against each other and the image); `cdvg-learned-fixed`, the earlier
-setting (one view per image made once, no augmentation); `cdvg-learned-multilevel`, CustomContrast's
-multilevel loss in place of SupCon. p_align 1.0 is CDvG's own setting: no bias-conflicting training image at
+afresh every epoch, augmented, set against each other and the image) with SupCon; `cdvg-learned-fixed`, the
+earlier setting (one view per image made once, no augmentation); `cdvg-learned-multilevel`, CustomContrast's
+multilevel loss in place of SupCon (the config's default). p_align 1.0 is CDvG's own setting: no bias-conflicting training image at
 all, and the translators are trained on that set too.
 
 The full run covers p_align 1.0, 0.99 and 0.95 with seeds 0, 1, 2; the diffusion translator (3,000 steps, half
@@ -36,13 +36,14 @@ from invgen.cdvg.train import CDvGConfig, train_cdvg
 from invgen.config import load_config
 
 # Overrides of configs/digits/cdvg.yaml per method.
-LEARNED = ["translator.kind=learned", "translator.train_steps=1500"]
+LEARNED = ["translator.kind=learned", "translator.train_steps=1500", "contrastive.loss=supcon"]
 METHODS = {
     "ce": ["translator.kind=none"],
     # The diffusion translator: 3,000 training steps (800 did not learn the ten class colors); this model
     # decides color later than the two-color one, so the prompt switches at t = 700; a view budget of two draws
     # per image (a translation costs 10 denoising steps); guidance 1 (2 and 3 did not change more colors).
     "cdvg-diffusion": ["translator.kind=diffusion", "translator.train_steps=3000", "translator.switch=0.7",
+                       "contrastive.loss=supcon",
                        "translator.draws=2", "translator.num_inference_steps=10", "translator.guidance_scale=1.0"],
     "cdvg-learned": LEARNED,
     "cdvg-learned-fixed": [*LEARNED, "translator.views=1", "translator.draws=1", "contrastive.augment=false"],

@@ -90,7 +90,7 @@ class ContrastiveConfig:
     alpha: float = 2.0
     # supcon (multi-positive NT-Xent) | ntxent | quality_driven (GenView) | multilevel (CustomContrast's
     # multiscale appearance term), the last two from invgen.views
-    loss: str = "supcon"
+    loss: str = "multilevel"
     temperature: float = 0.1
     positives: str = "instance"  # instance (an image and its views) | class
     # The image itself is one more positive of its views; false: only the views are set against each other
