@@ -7,8 +7,8 @@ Writes {"results": [{"p_align", "method", "seed", "unbiased_acc", "worst_group_a
 `ce`; `cdvg-learned` and `cdvg-diffusion`, CDvG as its paper runs it (two views per image and epoch, drawn
 afresh every epoch, augmented, set against each other and the image) with SupCon; `cdvg-learned-fixed`, the
 earlier setting (one view per image made once, no augmentation); `cdvg-learned-multilevel`, CustomContrast's
-multilevel loss in place of SupCon (the config's default). p_align 1.0 is CDvG's own setting: no bias-conflicting training image at
-all, and the translators are trained on that set too.
+multilevel loss in place of SupCon (the config's default). p_align 1.0 is CDvG's own setting: no
+bias-conflicting training image at all, and the translators are trained on that set too.
 
 The full run covers p_align 1.0, 0.99 and 0.95 with seeds 0, 1, 2; the diffusion translator (3,000 steps, half
 an hour here) is trained at 0.99 only. `--quick` runs p_align 1.0 and 0.99 with seed 0, ce and cdvg-learned at
