@@ -58,9 +58,12 @@ QUICK_OVERRIDES = ["train.steps=400"]
 FIELDS = ("unbiased_acc", "worst_group_acc", "aligned_acc", "conflicting_acc")
 
 
+def translator_kind(method: str) -> str:
+    return next(o for o in METHODS[method] if o.startswith("translator.kind=")).split("=")[1]
+
+
 def translator_dir(work: Path, p_align: float, method: str) -> Path:
-    kind = next(o for o in METHODS[method] if o.startswith("translator.kind=")).split("=")[1]
-    return work / f"p{p_align}" / f"translator-{kind}"
+    return work / f"p{p_align}" / f"translator-{translator_kind(method)}"
 
 
 def translator_quality(work: Path, p_align: float, method: str, n: int = 200) -> dict:
@@ -188,8 +191,7 @@ def main() -> None:
             for method in methods:
                 results.append(run_one(work, p, method, seed, args.quick))
                 if method != "ce":
-                    kind = translator_dir(work, p, method).name.removeprefix("translator-")
-                    translators.setdefault(str(p), {})[kind] = translator_quality(work, p, method)
+                    translators.setdefault(str(p), {})[translator_kind(method)] = translator_quality(work, p, method)
                 print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in results[-1].items()
                        if k != "worst_groups"}, flush=True)
                 # Written after every run so that an interrupted benchmark still leaves its figures.

@@ -50,16 +50,16 @@ class CDvGObjective:
         cfg = self.cfg
         b, nv = views.shape[:2]
         rows = torch.cat([x, views.flatten(0, 1)])
+        ids = torch.arange(b, device=x.device) if cfg.positives == "instance" else y
         if cfg.loss == "multilevel":
             logits, z, scales = model(rows, project=True, multiscale=True)
             # The projection head is not used by this loss; its zero term keeps DDP from waiting for its gradients.
-            return F.cross_entropy(logits[:b], y) + cfg.alpha * self._multilevel(scales, b, nv, y) + 0.0 * z.sum()
+            return F.cross_entropy(logits[:b], y) + cfg.alpha * self._multilevel(scales, b, nv, ids) + 0.0 * z.sum()
         logits, z = model(rows, project=True)
         ce = F.cross_entropy(logits[:b], y)
         if self.quality is not None:  # GenView's loss: each image against its first view, pairs weighted by quality
             fg, bg = self.quality(x, views[:, 0])
             return ce + cfg.alpha * self.loss(z[:b], z[b::nv], fg, bg)
-        ids = torch.arange(b, device=x.device) if cfg.positives == "instance" else y
         group = ids.repeat_interleave(nv)  # a view shares its image's id
         z = F.normalize(z, dim=1)
         if cfg.include_original:
@@ -68,10 +68,9 @@ class CDvGObjective:
             z = z[b:]
         return ce + cfg.alpha * self.loss(z, group)
 
-    def _multilevel(self, scales: list[torch.Tensor], b: int, nv: int, y: torch.Tensor) -> torch.Tensor:
+    def _multilevel(self, scales: list[torch.Tensor], b: int, nv: int, ids: torch.Tensor) -> torch.Tensor:
         """CustomContrast's multiscale appearance term on two positives per image: the image and its first view
         (`include_original`), or its first two views."""
-        ids = torch.arange(b, device=y.device) if self.cfg.positives == "instance" else y
         if self.cfg.include_original:
             first, second = [s[:b] for s in scales], [s[b::nv] for s in scales]
         else:
